@@ -1,0 +1,182 @@
+"""Pinhole cameras as pytrees, pixel-centre ray generation and ray-box intersection.
+
+Convention: OpenGL / Blender. A camera-to-world matrix ``c2w`` ``[3, 4]`` maps camera
+coordinates to world coordinates; the camera looks down its -Z axis with +Y up and +X to
+the right. Pixel ``(i, j)`` (column, row) has its centre at ``(i + 0.5, j + 0.5)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Cameras:
+    """A batch of pinhole cameras sharing one image size.
+
+    Attributes:
+        c2w: ``[..., 3, 4]`` camera-to-world rotation and translation (OpenGL convention).
+        fx, fy: ``[...]`` focal lengths in pixels.
+        cx, cy: ``[...]`` principal point in pixels (image centre is ``(W/2, H/2)``).
+        width, height: image size in pixels (static).
+    """
+
+    c2w: Float[Array, "... 3 4"]
+    fx: Float[Array, "..."]
+    fy: Float[Array, "..."]
+    cx: Float[Array, "..."]
+    cy: Float[Array, "..."]
+    width: int = dataclasses.field(metadata=dict(static=True))
+    height: int = dataclasses.field(metadata=dict(static=True))
+
+    def __getitem__(self, index) -> "Cameras":
+        return dataclasses.replace(
+            self,
+            c2w=self.c2w[index],
+            fx=self.fx[index],
+            fy=self.fy[index],
+            cx=self.cx[index],
+            cy=self.cy[index],
+        )
+
+    def __len__(self) -> int:
+        return int(np.shape(self.fx)[0])
+
+    @property
+    def centers(self) -> Float[Array, "... 3"]:
+        return self.c2w[..., :3, 3]
+
+    def scaled(self, factor: float) -> "Cameras":
+        """Cameras for images resized by ``factor`` (e.g. 0.5 halves the resolution)."""
+        return dataclasses.replace(
+            self,
+            fx=self.fx * factor,
+            fy=self.fy * factor,
+            cx=self.cx * factor,
+            cy=self.cy * factor,
+            width=int(round(self.width * factor)),
+            height=int(round(self.height * factor)),
+        )
+
+
+def make_cameras(c2w, fov_x: float, width: int, height: int) -> Cameras:
+    """Cameras from poses and a horizontal field of view, principal point at the centre.
+
+    Args:
+        c2w: ``[C, 3, 4]`` or ``[C, 4, 4]`` camera-to-world matrices.
+        fov_x: horizontal field of view in radians (Blender's ``camera_angle_x``).
+        width, height: image size in pixels.
+    """
+    c2w = np.asarray(c2w, np.float32)[..., :3, :4]
+    focal = 0.5 * width / math.tan(0.5 * fov_x)
+    ones = np.ones(c2w.shape[:-2], np.float32)
+    return Cameras(
+        c2w=c2w,
+        fx=focal * ones,
+        fy=focal * ones,
+        cx=0.5 * width * ones,
+        cy=0.5 * height * ones,
+        width=width,
+        height=height,
+    )
+
+
+def pixel_rays(
+    cameras: Cameras, px: Float[Array, "..."], py: Float[Array, "..."]
+) -> tuple[Float[Array, "... 3"], Float[Array, "... 3"]]:
+    """World-space rays through pixel positions.
+
+    Args:
+        cameras: cameras broadcastable against ``px`` (e.g. gathered per ray).
+        px, py: continuous pixel coordinates; pass ``i + 0.5`` for the centre of column i.
+
+    Returns:
+        origins ``[..., 3]`` and unit directions ``[..., 3]``:
+        ``d = normalize(R @ ((px - cx) / fx, -(py - cy) / fy, -1))``.
+    """
+    d_cam = jnp.stack(
+        [(px - cameras.cx) / cameras.fx, -(py - cameras.cy) / cameras.fy, -jnp.ones_like(px)],
+        axis=-1,
+    )
+    rot = cameras.c2w[..., :3, :3]
+    d = jnp.einsum("...ij,...j->...i", rot, d_cam)
+    d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+    o = jnp.broadcast_to(cameras.c2w[..., :3, 3], d.shape)
+    return o, d
+
+
+def image_rays(camera: Cameras) -> tuple[Float[Array, "H W 3"], Float[Array, "H W 3"]]:
+    """Rays through every pixel centre of one camera, ``[H, W, 3]`` each."""
+    j, i = jnp.meshgrid(
+        jnp.arange(camera.height, dtype=jnp.float32),
+        jnp.arange(camera.width, dtype=jnp.float32),
+        indexing="ij",
+    )
+    return pixel_rays(camera, i + 0.5, j + 0.5)
+
+
+def intersect_box(
+    origins: Float[Array, "... 3"],
+    directions: Float[Array, "... 3"],
+    box_min: Float[Array, "3"],
+    box_max: Float[Array, "3"],
+) -> tuple[Float[Array, "..."], Float[Array, "..."], jax.Array]:
+    """Slab test of rays against an axis-aligned box.
+
+    Returns:
+        ``t_near``, ``t_far`` (``t_near`` clamped at 0, so a camera inside the box starts at
+        its origin) and ``hit`` (True where ``t_far > t_near``).
+    """
+    safe = jnp.where(jnp.abs(directions) < 1e-9, 1e-9, directions)
+    inv = 1.0 / safe
+    t0 = (box_min - origins) * inv
+    t1 = (box_max - origins) * inv
+    t_near = jnp.maximum(jnp.max(jnp.minimum(t0, t1), axis=-1), 0.0)
+    t_far = jnp.min(jnp.maximum(t0, t1), axis=-1)
+    hit = t_far > t_near
+    return t_near, jnp.where(hit, t_far, t_near), hit
+
+
+def orbit_poses(
+    center, radius: float, elevation_deg: float, frames: int, up=(0.0, 0.0, 1.0)
+) -> np.ndarray:
+    """``[frames, 3, 4]`` camera-to-world matrices circling ``center`` and looking at it.
+
+    The orbit turns about the ``up`` axis at ``elevation_deg`` above the plane normal to it.
+    """
+    center = np.asarray(center, np.float64)
+    up = np.asarray(up, np.float64)
+    up = up / np.linalg.norm(up)
+    e1 = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
+    elev = math.radians(elevation_deg)
+    poses = []
+    for k in range(frames):
+        az = 2.0 * math.pi * k / frames
+        offset = radius * (
+            math.cos(elev) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(elev) * up
+        )
+        poses.append(look_at(center + offset, center, up))
+    return np.stack(poses)
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """``[3, 4]`` camera-to-world matrix at ``eye`` looking at ``target`` (OpenGL axes)."""
+    eye = np.asarray(eye, np.float64)
+    forward = np.asarray(target, np.float64) - eye
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, np.asarray(up, np.float64))
+    if np.linalg.norm(right) < 1e-8:  # looking straight along `up`
+        right = np.cross(forward, np.array([0.0, 1.0, 0.0]))
+    right /= np.linalg.norm(right)
+    cam_up = np.cross(right, forward)
+    rot = np.stack([right, cam_up, -forward], axis=1)
+    return np.concatenate([rot, eye[:, None]], axis=1).astype(np.float32)

@@ -1,0 +1,380 @@
+"""Loader for the Blender / NeRF-synthetic format (``transforms_{train,val,test}.json``).
+
+Owns reading the JSON files, validating poses, intrinsics and image paths, decoding the
+images (RGBA composited on a background, alpha kept as masks), optional area-averaged
+down-scaling, and assembling one `SceneData`. Every bad input raises `DatasetError` naming
+the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image
+
+from sparsefield.cameras import Cameras
+from sparsefield.datasets.scene import DatasetError, SceneData
+
+SPLITS = ("train", "val", "test")
+DEFAULT_BBOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+DEFAULT_NEAR, DEFAULT_FAR = 2.0, 6.0
+_INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy", "w", "h")
+# NeRF-synthetic writes `file_path` without an extension; these are tried in order.
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_TOL = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """One parsed frame: where its image is and how it was posed."""
+
+    image: Path
+    name: str
+    c2w: np.ndarray  # [4, 4] float64
+    intrinsics: dict  # the intrinsic keys that apply to this frame
+    source: Path  # the JSON file that listed it
+
+
+def is_blender(path) -> bool:
+    """True if ``path`` is a folder holding ``transforms_train.json``."""
+    return (Path(path) / "transforms_train.json").is_file()
+
+
+def load_blender(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
+    """Load a Blender / NeRF-synthetic dataset.
+
+    Args:
+        root: folder holding ``transforms_train.json`` (required) and optionally
+            ``transforms_val.json`` / ``transforms_test.json``.
+        scale: image resize factor in (0, 1]; e.g. 0.5 halves the resolution with area
+            averaging and scales the intrinsics by the same factor.
+        background: ``[3]`` RGB in [0, 1] that RGBA images are composited on:
+            ``rgb * alpha + background * (1 - alpha)``.
+
+    Returns:
+        `SceneData` with the splits' images concatenated in file order (train, val, test)
+        and ``splits`` indexing into them. ``masks`` is the alpha channel, or None when no
+        image has one. Top-level ``bbox``, ``near`` and ``far`` in the train JSON override
+        the defaults (``[[-1.5]*3, [1.5]*3]``, 2, 6).
+
+    Raises:
+        DatasetError: for any missing, malformed or inconsistent input.
+    """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    background = np.asarray(background, np.float32)
+    if background.shape != (3,):
+        raise ValueError(f"background must be an RGB triple, got shape {background.shape}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(root, "dataset folder does not exist")
+    train_json = root / "transforms_train.json"
+    if not train_json.is_file():
+        raise DatasetError(train_json, "missing transforms_train.json")
+
+    frames, splits, train_meta = [], {}, None
+    for split in SPLITS:
+        path = root / f"transforms_{split}.json"
+        if not path.is_file():  # only train is required; a missing split is empty
+            splits[split] = np.zeros(0, np.int64)
+            continue
+        meta = _read_json(path)
+        train_meta = meta if split == "train" else train_meta
+        parsed = _parse_frames(meta, path, root)
+        splits[split] = np.arange(len(frames), len(frames) + len(parsed), dtype=np.int64)
+        frames += parsed
+    if len(splits["train"]) == 0:
+        raise DatasetError(train_json, "the train split has no frames")
+
+    bbox, near, far = _scene_bounds(train_meta, train_json)  # before the slow decoding
+    images, masks, (width, height) = _load_images(frames, scale, background)
+    cameras = _make_cameras(frames, width, height).scaled(scale)
+    return SceneData(
+        images=images,
+        masks=masks,
+        cameras=cameras,
+        splits=splits,
+        bbox=bbox,
+        near=near,
+        far=far,
+        background=background,
+        root=root,
+        names=[f.name for f in frames],
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(path, f"cannot read file ({_one_line(e)})") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(
+            path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise DatasetError(path, "expected a JSON object at the top level")
+    return meta
+
+
+def _parse_frames(meta: dict, path: Path, root: Path) -> list[_Frame]:
+    """Validate the ``frames`` list of one split file and resolve its image paths."""
+    if "frames" not in meta:
+        raise DatasetError(path, "missing key 'frames'")
+    if not isinstance(meta["frames"], list):
+        raise DatasetError(path, "'frames' must be a list")
+    top = {k: meta[k] for k in _INTRINSIC_KEYS if k in meta}
+    frames = []
+    for k, raw in enumerate(meta["frames"]):
+        if not isinstance(raw, dict):
+            raise DatasetError(path, f"frame {k} is not a JSON object")
+        for key in ("file_path", "transform_matrix"):
+            if key not in raw:
+                raise DatasetError(path, f"frame {k} is missing key '{key}'")
+        # Per-frame intrinsics (nerfstudio style) override the file's top-level ones.
+        intrinsics = {**top, **{key: raw[key] for key in _INTRINSIC_KEYS if key in raw}}
+        _check_intrinsics(intrinsics, path, k)
+        image, name = _resolve_image(raw["file_path"], root, path, k)
+        c2w = _check_pose(raw["transform_matrix"], path, k)
+        frames.append(_Frame(image, name, c2w, intrinsics, path))
+    return frames
+
+
+def _check_intrinsics(intr: dict, path: Path, k: int) -> None:
+    if "fl_x" not in intr and "camera_angle_x" not in intr:
+        raise DatasetError(
+            path,
+            f"frame {k} has no intrinsics (expected 'camera_angle_x' or 'fl_x', 'fl_y', "
+            "'cx', 'cy')",
+        )
+    for key, value in intr.items():
+        upper = math.pi if key == "camera_angle_x" else math.inf
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (ok and 0 < value < upper):
+            wanted = (
+                "an angle in (0, pi) radians" if key == "camera_angle_x" else "a positive number"
+            )
+            raise DatasetError(path, f"'{key}' must be {wanted}, got {value!r}")
+
+
+def _resolve_image(file_path, root: Path, path: Path, k: int) -> tuple[Path, str]:
+    """Image path for a frame's ``file_path`` (with or without extension) inside ``root``."""
+    if not isinstance(file_path, str) or not file_path:
+        raise DatasetError(path, f"frame {k}: 'file_path' must be a non-empty string")
+    name = os.path.normpath(file_path.removeprefix("./"))
+    base = root / name
+    candidates = [base] + [base.with_name(base.name + s) for s in _IMAGE_SUFFIXES]
+    image = next((c for c in candidates if c.is_file()), base)
+    # resolve() follows `..` and symlinks, so a link pointing elsewhere is caught too.
+    if not image.resolve().is_relative_to(root.resolve()):
+        raise DatasetError(
+            path, f"frame {k}: file_path '{file_path}' points outside the dataset folder"
+        )
+    if not image.is_file():
+        tried = "" if base.suffix else f", also tried {', '.join(_IMAGE_SUFFIXES)}"
+        raise DatasetError(base, f"image file not found (frame {k} of {path.name}{tried})")
+    try:
+        name = image.relative_to(root).as_posix()
+    except ValueError:  # an absolute file_path that still lies inside root
+        name = image.resolve().relative_to(root.resolve()).as_posix()
+    return image, name
+
+
+def _check_pose(matrix, path: Path, k: int) -> np.ndarray:
+    """``[4, 4]`` rigid camera-to-world matrix, or `DatasetError`."""
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (ValueError, TypeError):
+        m = None
+    if m is None or m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise DatasetError(path, f"frame {k}: transform_matrix is not a 4x4 numeric matrix")
+    if np.max(np.abs(m[3] - (0.0, 0.0, 0.0, 1.0))) > _TOL:
+        raise DatasetError(path, f"frame {k}: transform_matrix last row must be [0, 0, 0, 1]")
+    rot = m[:3, :3]
+    orth_err = np.max(np.abs(rot.T @ rot - np.eye(3)))
+    det = np.linalg.det(rot)
+    if orth_err > _TOL or abs(det - 1.0) > _TOL:
+        raise DatasetError(
+            path,
+            f"frame {k}: transform_matrix rotation is not rigid "
+            f"(max |R^T R - I| = {orth_err:.3g}, det R = {det:.4g})",
+        )
+    return m
+
+
+def _load_images(frames, scale, background):
+    """Decode, check, composite and resize every frame's image into preallocated arrays.
+
+    Returns ``images [C, h, w, 3]``, ``masks [C, h, w]`` or None, and the full-resolution
+    ``(W, H)`` that the intrinsics refer to.
+
+    Arrays are filled in place by a thread pool (PNG decoding releases the GIL), so the
+    peak memory is one float copy of the dataset, not two.
+    """
+    first = _read_image(frames[0].image)
+    height, width = first.shape[:2]
+    out_w, out_h = int(round(width * scale)), int(round(height * scale))
+    images = np.empty((len(frames), out_h, out_w, 3), np.float32)
+    masks = np.ones((len(frames), out_h, out_w), np.float32)
+    ref = (frames[0].image, width, height)
+
+    def load_one(i: int) -> bool:
+        pixels = first if i == 0 else _read_image(frames[i].image)
+        _check_size(frames[i], pixels.shape[1], pixels.shape[0], ref)
+        rgb, alpha = _composite(pixels, background)
+        # Resizing is linear, so resizing the composited colour and alpha equals resizing
+        # premultiplied colour and alpha and compositing afterwards.
+        images[i] = _resize(rgb, out_w, out_h)
+        if alpha is not None:
+            masks[i] = _resize(alpha, out_w, out_h)
+        return alpha is not None
+
+    workers = min(8, os.cpu_count() or 1, len(frames))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        has_alpha = list(pool.map(load_one, range(len(frames))))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return images, (masks if any(has_alpha) else None), (width, height)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """``[H, W, C]`` float32 in [0, 1] with C in {1, 2, 3, 4}."""
+    try:
+        pixels = np.asarray(iio.imread(path))
+    except Exception as e:  # decoders raise many types; all mean "unreadable"
+        raise DatasetError(path, f"cannot read image ({_one_line(e)})") from None
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.size == 0:
+        raise DatasetError(path, f"unsupported image layout {pixels.shape}")
+    if pixels.dtype in (np.uint8, np.uint16):
+        return np.multiply(pixels, np.float32(1.0 / np.iinfo(pixels.dtype).max), dtype=np.float32)
+    if np.issubdtype(pixels.dtype, np.floating):
+        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
+    raise DatasetError(path, f"unsupported pixel type {pixels.dtype}")
+
+
+def _check_size(frame: _Frame, width: int, height: int, ref) -> None:
+    """All images share one size, which must agree with the frame's intrinsics."""
+    ref_path, ref_w, ref_h = ref
+    intr = frame.intrinsics
+    if "w" in intr or "h" in intr:
+        want_w, want_h = intr.get("w", width), intr.get("h", height)
+        if (want_w, want_h) != (width, height):
+            raise DatasetError(
+                frame.image,
+                f"image is {width}x{height} but {frame.source.name} gives "
+                f"w={want_w:g}, h={want_h:g}",
+            )
+    elif "fl_x" in intr:
+        # Without w/h the principal point implies the size; real principal points sit
+        # within a few percent of the centre, so 10% of the size separates "off-centre"
+        # from "intrinsics of a different resolution".
+        for key, size in (("cx", width), ("cy", height)):
+            if key in intr and abs(2.0 * intr[key] - size) > 0.2 * size:
+                raise DatasetError(
+                    frame.image,
+                    f"image is {width}x{height} but {key}={intr[key]:g} in "
+                    f"{frame.source.name} implies a size of about {2 * intr[key]:g} px",
+                )
+    if (width, height) != (ref_w, ref_h):
+        raise DatasetError(
+            frame.image,
+            f"image is {width}x{height} but {ref_path.name} is {ref_w}x{ref_h} "
+            "(all images must share one size)",
+        )
+
+
+def _composite(pixels: np.ndarray, background: np.ndarray):
+    """RGB on ``background`` and alpha (None if the image has no alpha channel)."""
+    channels = pixels.shape[2]
+    colour = pixels[..., :3] if channels >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    if channels in (1, 3):
+        return colour, None
+    alpha = pixels[..., -1]
+    # rgb * a + bg * (1 - a) == (rgb - bg) * a + bg, with one temporary instead of four.
+    out = colour - background
+    out *= alpha[..., None]
+    out += background
+    return out, alpha
+
+
+def _resize(x: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average ``x`` ``[H, W, ...]`` down to ``[height, width, ...]``.
+
+    PIL's BOX filter on float32 ("F") planes is exact area averaging for any factor
+    (a plain box filter for integer divisors) and several times faster than numpy.
+    """
+    h, w = x.shape[:2]
+    if (w, h) == (width, height):
+        return x
+    planes = x.reshape(h, w, -1)
+    out = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(planes[..., c])).resize(
+                (width, height), Image.Resampling.BOX
+            )
+        )
+        for c in range(planes.shape[2])
+    ]
+    return np.stack(out, axis=-1).reshape(height, width, *x.shape[2:])
+
+
+def _make_cameras(frames, width: int, height: int) -> Cameras:
+    """Full-resolution cameras from each frame's intrinsics and pose."""
+    fx, fy, cx, cy = np.array([_pinhole(f.intrinsics, width, height) for f in frames]).T
+    c2w = np.stack([f.c2w[:3, :4] for f in frames]).astype(np.float32)
+    return Cameras(
+        c2w=c2w,
+        fx=fx.astype(np.float32),
+        fy=fy.astype(np.float32),
+        cx=cx.astype(np.float32),
+        cy=cy.astype(np.float32),
+        width=width,
+        height=height,
+    )
+
+
+def _pinhole(intr: dict, width: int, height: int) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)``; from ``camera_angle_x``: ``fx = fy = W / (2 tan(fov_x / 2))``."""
+    if "fl_x" in intr:
+        fx = float(intr["fl_x"])
+        return (
+            fx,
+            float(intr.get("fl_y", fx)),
+            intr.get("cx", width / 2),
+            intr.get("cy", height / 2),
+        )
+    focal = 0.5 * width / math.tan(0.5 * intr["camera_angle_x"])
+    return focal, focal, width / 2, height / 2
+
+
+def _scene_bounds(meta: dict, path: Path) -> tuple[np.ndarray, float, float]:
+    """``bbox``, ``near``, ``far`` from the train JSON's optional extension keys."""
+    try:
+        bbox = np.asarray(meta.get("bbox", DEFAULT_BBOX), np.float32)
+    except (ValueError, TypeError):
+        bbox = None
+    if bbox is None or bbox.shape != (2, 3) or not np.all(bbox[0] < bbox[1]):
+        raise DatasetError(path, "'bbox' must be [[min x, y, z], [max x, y, z]] with min < max")
+    near, far = meta.get("near", DEFAULT_NEAR), meta.get("far", DEFAULT_FAR)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (near, far))
+    if not (numbers and 0.0 <= near < far < math.inf):
+        raise DatasetError(
+            path, f"'near' and 'far' must satisfy 0 <= near < far, got {near!r}, {far!r}"
+        )
+    return bbox, float(near), float(far)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())

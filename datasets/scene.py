@@ -1,0 +1,54 @@
+"""`SceneData`, the one value every loader returns, and `DatasetError` for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from sparsefield.cameras import Cameras
+
+
+class DatasetError(ValueError):
+    """Bad input data. The message names the file and the problem in one line."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneData:
+    """Posed images of one scene.
+
+    Attributes:
+        images: ``[C, H, W, 3]`` float32 RGB in [0, 1], composited on ``background``.
+        masks: ``[C, H, W]`` float32 alpha in [0, 1], or None when the images had none.
+        cameras: the ``C`` cameras (numpy-backed `Cameras`).
+        splits: split name (``train``, ``val``, ``test``) -> int indices into ``images``.
+        bbox: ``[2, 3]`` world-space box (min, max) that holds the scene.
+        near, far: ray range in world units.
+        background: ``[3]`` colour the images were composited on.
+        root: dataset folder.
+        names: one name per image (its file path relative to ``root``).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    cameras: Cameras
+    splits: dict[str, np.ndarray]
+    bbox: np.ndarray
+    near: float
+    far: float
+    background: np.ndarray
+    root: Path
+    names: list[str]
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of one split; raises `DatasetError` if it is missing or empty."""
+        ids = self.splits.get(name)
+        if ids is None or len(ids) == 0:
+            raise DatasetError(self.root, f"the '{name}' split is empty")
+        return ids

@@ -1,0 +1,1 @@
+"""Fields: encodings, tiny MLPs and the radiance field that composes them."""

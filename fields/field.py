@@ -1,0 +1,129 @@
+"""The radiance field: the only place where an encoding and MLPs are composed.
+
+World points are normalised to the unit cube of the scene box here, once; encodings only
+ever see ``[0, 1]^3``. Architecture as in Instant-NGP: encoding -> density MLP whose first
+output is the raw density and the rest geometry features; geometry features plus the
+encoded view direction -> colour MLP -> sigmoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+from jaxtyping import Array, Float
+
+from sparsefield.fields.frequency import Frequency
+from sparsefield.fields.grid import HashGrid
+from sparsefield.fields.mlp import apply_mlp, init_mlp
+from sparsefield.fields.sh import SphericalHarmonics
+
+
+@jax.custom_jvp
+def trunc_exp(x: jax.Array) -> jax.Array:
+    """``exp(x)`` whose gradient is ``exp(min(x, 15))`` (Instant-NGP's stable density)."""
+    return jnp.exp(x)
+
+
+@trunc_exp.defjvp
+def _trunc_exp_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return jnp.exp(x), t * jnp.exp(jnp.minimum(x, 15.0))
+
+
+DENSITY_ACTIVATIONS = {
+    "trunc_exp": trunc_exp,
+    # Shifted softplus as in mip-NeRF: softplus(x - 1).
+    "softplus": lambda x: jax.nn.softplus(x - 1.0),
+}
+
+PositionEncoding = (
+    Annotated[HashGrid, tyro.conf.subcommand("hash")]
+    | Annotated[Frequency, tyro.conf.subcommand("frequency")]
+)
+DirectionEncoding = (
+    Annotated[SphericalHarmonics, tyro.conf.subcommand("sh")]
+    | Annotated[Frequency, tyro.conf.subcommand("frequency", default=Frequency(num_freqs=4))]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldConfig:
+    """Radiance field architecture."""
+
+    encoding: PositionEncoding = HashGrid()
+    """Positional encoding of the normalised point."""
+    direction_encoding: DirectionEncoding = SphericalHarmonics()
+    """Encoding of the unit view direction fed to the colour MLP."""
+    hidden: int = 64
+    """Width of the hidden layers of both MLPs."""
+    density_layers: int = 1
+    """Hidden layers of the density MLP."""
+    color_layers: int = 2
+    """Hidden layers of the colour MLP."""
+    geo_features: int = 15
+    """Geometry features passed from the density MLP to the colour MLP."""
+    density_activation: Literal["trunc_exp", "softplus"] = "trunc_exp"
+    """Activation sigma = act(raw): truncated exp (Instant-NGP) or shifted softplus."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RadianceField:
+    """``(x, d) -> (sigma, rgb)`` inside the axis-aligned scene box ``bbox``."""
+
+    config: FieldConfig
+    bbox: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+    def init(self, key: jax.Array) -> dict:
+        c = self.config
+        k_enc, k_dir, k_den, k_col = jax.random.split(key, 4)
+        dens_sizes = [c.encoding.out_dim] + [c.hidden] * c.density_layers + [1 + c.geo_features]
+        col_in = c.geo_features + c.direction_encoding.out_dim
+        return {
+            "encoding": c.encoding.init(k_enc),
+            "direction": c.direction_encoding.init(k_dir),
+            "density_mlp": init_mlp(k_den, dens_sizes),
+            "color_mlp": init_mlp(k_col, [col_in] + [c.hidden] * c.color_layers + [3]),
+        }
+
+    def normalize(self, x: Float[Array, "... 3"]) -> Float[Array, "... 3"]:
+        """World -> unit cube of the scene box, clipped to ``[0, 1]``."""
+        lo, hi = np.asarray(self.bbox, np.float32)
+        return jnp.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+    def density(
+        self, params: dict, x: Float[Array, "... 3"]
+    ) -> tuple[Float[Array, "..."], Float[Array, "... G"]]:
+        """Density ``sigma(x)`` (1 / world length) and geometry features."""
+        feats = self.config.encoding.apply(params["encoding"], self.normalize(x))
+        out = apply_mlp(params["density_mlp"], feats)
+        sigma = DENSITY_ACTIVATIONS[self.config.density_activation](out[..., 0])
+        return sigma, out[..., 1:]
+
+    def sigma(self, params: dict, x: Float[Array, "... 3"]) -> Float[Array, "..."]:
+        """Density only: the ``density_fn`` the renderer and mesh extractor use."""
+        return self.density(params, x)[0]
+
+    def color(
+        self, params: dict, geo: Float[Array, "... G"], d: Float[Array, "... 3"]
+    ) -> Float[Array, "... 3"]:
+        """Colour in ``[0, 1]`` from geometry features and unit view directions."""
+        # Encodings take [0, 1]^D inputs; unit directions live in [-1, 1]^3.
+        d_enc = self.config.direction_encoding.apply(params["direction"], 0.5 * (d + 1.0))
+        h = jnp.concatenate([geo, d_enc.astype(geo.dtype)], axis=-1)
+        return jax.nn.sigmoid(apply_mlp(params["color_mlp"], h))
+
+    def __call__(
+        self, params: dict, x: Float[Array, "... 3"], d: Float[Array, "... 3"]
+    ) -> tuple[Float[Array, "..."], Float[Array, "... 3"]]:
+        sigma, geo = self.density(params, x)
+        return sigma, self.color(params, geo, d)
+
+
+def count_params(params) -> int:
+    """Number of scalar parameters in a pytree."""
+    return int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))

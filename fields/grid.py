@@ -1,0 +1,200 @@
+"""The shared multi-level grid core and the multi-resolution hash grid (Instant-NGP).
+
+A grid encoding is three small pieces (DESIGN §4):
+
+- a *vertex kernel* maps a point to the lattice vertices around it and their
+  interpolation weights (here: the ``2^D`` corners of its cube, multilinear weights);
+- an *index function* maps a vertex to a table row: dense row-major when the level's
+  ``(N_l + 1)^D`` vertices fit in the table, the spatial hash otherwise;
+- `grid_encode` gathers the rows of a ``[L, T, F]`` table and sums them with the weights.
+
+Hash and dense voxel grids differ only in the index function; cube and simplex grids only
+in the vertex kernel. Müller et al., "Instant Neural Graphics Primitives with a
+Multiresolution Hash Encoding", SIGGRAPH 2022: levels ``L``, features ``F``, table size
+``T``, coarsest and finest resolutions ``N_min``, ``N_max``, growth
+``b = exp((ln N_max - ln N_min) / (L - 1))``, ``N_l = floor(N_min * b^l)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+# The spatial hash of Instant-NGP: h(x) = (XOR_i x_i * pi_i) mod T.
+HASH_PRIMES = (1, 2654435761, 805459861)
+
+
+def level_resolutions(levels: int, base_res: int, max_res: int) -> np.ndarray:
+    """``N_l = floor(N_min * b^l)`` with ``b = exp((ln N_max - ln N_min) / (L - 1))``."""
+    if levels == 1:
+        return np.array([base_res], np.int64)
+    growth = math.exp((math.log(max_res) - math.log(base_res)) / (levels - 1))
+    return np.floor(base_res * growth ** np.arange(levels) + 1e-6).astype(np.int64)
+
+
+def cube_vertices(pos: Float[Array, "N D"], res: int):
+    """Cube vertex kernel: the ``V = 2^D`` corners of the cell holding ``pos``.
+
+    Args:
+        pos: points in lattice units, ``x * N_l`` for ``x`` in ``[0, 1]^D``.
+        res: the level's resolution ``N_l``; vertices run ``0..N_l`` per axis.
+
+    Returns:
+        A list of ``V`` pairs ``(corner [N, D] uint32, weight [N])`` with multilinear
+        weights ``w = prod_i (o_i ? f_i : 1 - f_i)``, ``f = pos - floor(pos)``; they sum to 1.
+    """
+    base = jnp.clip(jnp.floor(pos), 0, res - 1)
+    frac = pos - base
+    base = base.astype(jnp.uint32)
+    out = []
+    for offset in itertools.product((0, 1), repeat=pos.shape[-1]):
+        o = np.asarray(offset)
+        corner = base + o.astype(np.uint32)
+        weight = jnp.prod(jnp.where(o == 1, frac, 1.0 - frac), axis=-1)
+        out.append((corner, weight))
+    return out
+
+
+def grid_index(corner: Int[Array, "N D"], res: int, table_size: int, hashed: bool) -> Int[Array, " N"]:
+    """Index function: table row of a vertex at one level.
+
+    Dense row-major ``sum_i c_i (N_l + 1)^i`` when the level's ``(N_l + 1)^D`` vertices
+    fit in ``T`` rows; otherwise the spatial hash ``(XOR_i c_i pi_i) mod T`` (``hashed``)
+    or an error (dense grids must fit).
+    """
+    dim = corner.shape[-1]
+    if (res + 1) ** dim <= table_size:
+        row = corner[:, 0]
+        for i in range(1, dim):
+            row = row + corner[:, i] * np.uint32((res + 1) ** i)
+        return row.astype(jnp.int32)
+    if not hashed:
+        raise ValueError(f"a dense level of resolution {res} needs {(res + 1) ** dim} rows > T")
+    row = corner[:, 0] * np.uint32(HASH_PRIMES[0])
+    for i in range(1, dim):
+        row = row ^ (corner[:, i] * np.uint32(HASH_PRIMES[i]))
+    return (row & np.uint32(table_size - 1)).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """Static description of a multi-level grid: resolutions, table size, kernel, index."""
+
+    resolutions: tuple[int, ...]
+    table_size: int
+    kernel: Callable = cube_vertices
+    hashed: bool = True
+
+    def corners(self, x: Float[Array, "N D"]):
+        """Yield ``(level, flat_row [N], weight [N])`` for every level and vertex."""
+        for level, res in enumerate(self.resolutions):
+            for corner, weight in self.kernel(x * res, res):
+                row = grid_index(corner, res, self.table_size, self.hashed)
+                yield level, row + level * self.table_size, weight
+
+
+def grid_encode(spec: GridSpec, table: Float[Array, "L T F"], x: Float[Array, "N D"]):
+    """Multi-level grid features ``[N, L*F]``: ``f_l(x) = sum_v w_v(x) table_l[row_v(x)]``.
+
+    Forward gathers each vertex separately (no ``[N, L, V]`` buffers); the backward pass
+    is one scatter-add of all ``L * V`` contributions into the flat table (a custom VJP,
+    because the transpose of ``L * V`` gathers would be ``L * V`` full-table scatters).
+    """
+    return _grid_encode(spec, table, x)
+
+
+def _forward(spec, table, x):
+    flat = jnp.asarray(table).reshape(-1, table.shape[-1])
+    feats = [0.0] * len(spec.resolutions)
+    for level, row, weight in spec.corners(x):
+        vals = flat.at[row].get(mode="promise_in_bounds")
+        feats[level] = feats[level] + weight[:, None].astype(table.dtype) * vals
+    return jnp.concatenate(feats, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _grid_encode(spec, table, x):
+    return _forward(spec, table, x)
+
+
+def _grid_encode_fwd(spec, table, x):
+    return _forward(spec, table, x), (table, x)
+
+
+def _grid_encode_bwd(spec, res, g):
+    table, x = res
+    levels, size, feats = table.shape
+    g = g.reshape(g.shape[0], levels, feats)
+    corners = list(spec.corners(x))
+    rows = jnp.stack([row for _, row, _ in corners])
+    vals = jnp.stack([w[:, None].astype(g.dtype) * g[:, lvl] for lvl, _, w in corners])
+    g_table = jnp.zeros((levels * size, feats), g.dtype).at[rows].add(vals)
+
+    # d/dx through the weights only (rows are piecewise constant); XLA drops this
+    # whole branch when the caller does not differentiate with respect to x.
+    flat = jnp.asarray(table).reshape(-1, feats)
+    w_bar = jnp.stack(
+        [jnp.sum(g[:, lvl] * flat.at[row].get(mode="promise_in_bounds"), -1) for lvl, row, _ in corners]
+    )
+    _, weights_vjp = jax.vjp(lambda y: jnp.stack([w for _, _, w in spec.corners(y)]), x)
+    (g_x,) = weights_vjp(w_bar.astype(x.dtype))
+    return g_table.reshape(table.shape), g_x
+
+
+_grid_encode.defvjp(_grid_encode_fwd, _grid_encode_bwd)
+
+
+def flatten_batch(x: jax.Array, fn):
+    """Apply ``fn`` ([N, D] -> [N, F]) to any batch shape ``[..., D] -> [..., F]``."""
+    lead = x.shape[:-1]
+    out = fn(x.reshape(-1, x.shape[-1]))
+    return out.reshape(*lead, out.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class HashGrid:
+    """Multi-resolution hash grid encoding (Instant-NGP), tables ``[L, T, F]``."""
+
+    levels: int = 16
+    """Number of levels L."""
+    features: int = 2
+    """Features per level F."""
+    log2_table_size: int = 19
+    """log2 of the table size T per level."""
+    base_res: int = 16
+    """Coarsest resolution N_min (cells per axis of the unit cube)."""
+    max_res: int = 1024
+    """Finest resolution N_max."""
+    init_scale: float = 1e-4
+    """Table entries start uniform in [-init_scale, init_scale]."""
+    dim: int = 3
+    """Input dimension D (2 for images, 3 for fields)."""
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features
+
+    @property
+    def table_size(self) -> int:
+        return 2**self.log2_table_size
+
+    @property
+    def resolutions(self) -> np.ndarray:
+        return level_resolutions(self.levels, self.base_res, self.max_res)
+
+    def init(self, key: jax.Array) -> dict:
+        shape = (self.levels, self.table_size, self.features)
+        table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
+        return {"table": table}
+
+    def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
+        spec = GridSpec(tuple(int(r) for r in self.resolutions), self.table_size)
+        return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))

@@ -1,0 +1,30 @@
+"""Tiny fully connected networks as plain parameter pytrees.
+
+Instant-NGP's MLPs are 1-2 hidden layers of 64 units; at that size, plain ``x @ W + b``
+with parameters in a list of dicts is what XLA fuses best and keeps the train step's
+pytree trivial to checkpoint, shard and prune.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+def init_mlp(key: jax.Array, sizes: list[int]) -> list[dict]:
+    """He-uniform weights and zero biases for layers ``sizes[0] -> ... -> sizes[-1]``."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    layers = []
+    for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:]):
+        limit = jnp.sqrt(6.0 / n_in)
+        w = jax.random.uniform(k, (n_in, n_out), jnp.float32, -limit, limit)
+        layers.append({"w": w, "b": jnp.zeros((n_out,), jnp.float32)})
+    return layers
+
+
+def apply_mlp(params: list[dict], x: Float[Array, "... I"]) -> Float[Array, "... O"]:
+    """ReLU hidden layers, linear output: ``h_{k+1} = relu(h_k W_k + b_k)``."""
+    for layer in params[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ params[-1]["w"] + params[-1]["b"]

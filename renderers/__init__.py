@@ -1,0 +1,1 @@
+"""Renderers: samplers, occupancy grids, volume compositing and mesh extraction."""

@@ -1,0 +1,177 @@
+"""Ray marching with empty-space skipping, for training batches and whole images.
+
+The renderer knows nothing about encodings: it receives the field as callables,
+``field_fn(x [N, 3], d [N, 3]) -> (sigma [N], rgb [N, 3])`` and
+``density_fn(x [N, 3]) -> sigma [N]``, in world coordinates.
+
+Training (`render_rays`, inside jit): ``S`` stratified samples per ray inside the box,
+occupancy test, the occupied ones packed into a budget of ``K`` and evaluated, then
+scattered back and composited densely.
+
+Images (`render_image`, outside jit, chunked): the same march in two passes. Pass one
+evaluates densities at occupied samples; samples behind the point where transmittance
+falls below ``min_transmittance`` are dropped (early ray termination), and pass two
+evaluates colour only where it can still be seen. Buffer sizes are rounded up to powers
+of two, so a handful of compiled shapes serve every chunk, and memory is bounded by
+``chunk * S`` whatever the image size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from sparsefield.cameras import Cameras, image_rays, intersect_box
+from sparsefield.renderers.occupancy_grid import OccupancyGridState, query_occupancy
+from sparsefield.renderers.samplers import pack_samples, sample_stratified, unpack
+from sparsefield.renderers.volume import composite, composite_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Ray marching settings."""
+
+    num_samples: int = 128
+    """Samples per ray S, spread evenly over the ray's segment inside the scene box."""
+    sample_budget: int = 2**18
+    """Field evaluations per training batch K; rays that do not fit are skipped."""
+    min_transmittance: float = 1e-4
+    """Early termination: samples seen through less than this are not shaded."""
+    chunk: int = 2**13
+    """Rays per chunk when rendering images."""
+
+
+def march(
+    origins: Float[Array, "R 3"],
+    directions: Float[Array, "R 3"],
+    bbox: Float[Array, "2 3"],
+    grid: OccupancyGridState | None,
+    num_samples: int,
+    key: jax.Array | None,
+):
+    """Sample points along rays and mark the ones in occupied cells.
+
+    Returns:
+        ``t [R, S]``, ``deltas [R, S]``, points ``x [R, S, 3]`` and ``mask [R, S]``.
+    """
+    t_near, t_far, hit = intersect_box(origins, directions, bbox[0], bbox[1])
+    t, deltas = sample_stratified(t_near, t_far, num_samples, key)
+    x = origins[:, None, :] + t[..., None] * directions[:, None, :]
+    mask = jnp.broadcast_to(hit[:, None], t.shape)
+    if grid is not None:
+        unit = (x - bbox[0]) / (bbox[1] - bbox[0])
+        mask = mask & query_occupancy(grid, unit)
+    return t, deltas, x, mask
+
+
+def render_rays(
+    field_fn,
+    origins: Float[Array, "R 3"],
+    directions: Float[Array, "R 3"],
+    background: Float[Array, "R 3"],
+    bbox: Float[Array, "2 3"],
+    grid: OccupancyGridState | None,
+    config: RenderConfig,
+    key: jax.Array | None,
+) -> dict[str, Array]:
+    """Render a batch of rays with a fixed sample budget (differentiable, jit-friendly).
+
+    Returns:
+        The `composite` outputs plus ``complete [R]`` (rays whose samples all fit in the
+        budget; only these are valid) and ``num_samples`` (occupied samples marched).
+    """
+    t, deltas, x, mask = march(origins, directions, bbox, grid, config.num_samples, key)
+    num_rays, num_samples = mask.shape
+    index, valid, complete = pack_samples(mask, config.sample_budget)
+    ray_of = index // num_samples
+    sigma, rgb = field_fn(x.reshape(-1, 3)[index], directions[ray_of])
+    sigma = unpack(sigma, index, valid, (num_rays, num_samples))
+    rgb = unpack(rgb, index, valid, (num_rays, num_samples))
+    out = composite(sigma, rgb, t, deltas, background)
+    out["complete"] = complete
+    out["num_samples"] = jnp.sum(mask)
+    return out
+
+
+def _bucket(n: int, minimum: int = 2**10) -> int:
+    """Smallest power of two >= n (and >= minimum): a few compiled shapes serve all."""
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples",))
+def _march_count(origins, directions, bbox, grid, num_samples):
+    _, _, _, mask = march(origins, directions, bbox, grid, num_samples, None)
+    return jnp.sum(mask)
+
+
+@functools.partial(jax.jit, static_argnames=("density_fn", "num_samples", "budget"))
+def _density_pass(density_fn, params, origins, directions, bbox, grid, num_samples, budget, min_trans):
+    t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None)
+    index, valid, _ = pack_samples(mask, budget)
+    sigma = unpack(density_fn(params, x.reshape(-1, 3)[index]), index, valid, mask.shape)
+    _, trans = composite_weights(sigma, deltas)
+    visible = mask & (trans > min_trans)
+    return jnp.where(visible, sigma, 0.0), visible
+
+
+@functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget"))
+def _color_pass(field_fn, params, origins, directions, bbox, sigma, visible, background, num_samples, budget):
+    t, deltas = sample_stratified(*intersect_box(origins, directions, bbox[0], bbox[1])[:2], num_samples, None)
+    x = origins[:, None, :] + t[..., None] * directions[:, None, :]
+    index, valid, _ = pack_samples(visible, budget)
+    _, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
+    rgb = unpack(rgb, index, valid, visible.shape)
+    out = composite(sigma, rgb, t, deltas, background)
+    del out["weights"]
+    return out
+
+
+def render_chunk(field_fn, density_fn, params, origins, directions, bbox, grid, config, background):
+    """Render one chunk of rays (inference, two passes with early termination)."""
+    n = int(_march_count(origins, directions, bbox, grid, config.num_samples))
+    sigma, visible = _density_pass(
+        density_fn, params, origins, directions, bbox, grid, config.num_samples, _bucket(n),
+        config.min_transmittance,
+    )
+    n_visible = int(jnp.sum(visible))
+    out = _color_pass(
+        field_fn, params, origins, directions, bbox, sigma, visible, background,
+        config.num_samples, _bucket(n_visible),
+    )
+    out["samples"] = jnp.sum(visible, axis=-1)
+    return out
+
+
+def render_image(
+    field_fn, density_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background
+) -> dict[str, np.ndarray]:
+    """Render one camera: ``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` and
+    ``samples [H, W]`` (shaded samples per ray), as numpy arrays.
+
+    Here the field callables take the parameters first, ``field_fn(params, x, d)`` and
+    ``density_fn(params, x)``, and must be hashable (static jit arguments, e.g. bound
+    methods of a frozen field): the same objects reuse compiled code across calls.
+    """
+    origins, directions = image_rays(camera)
+    origins = origins.reshape(-1, 3)
+    directions = directions.reshape(-1, 3)
+    bbox = jnp.asarray(bbox, jnp.float32)
+    background = jnp.asarray(background, jnp.float32)
+    total = origins.shape[0]
+    chunk = config.chunk
+    pad = (-total) % chunk
+    origins = jnp.pad(origins, ((0, pad), (0, 0)))
+    directions = jnp.pad(directions, ((0, pad), (0, 0)), constant_values=1.0)
+    parts = []
+    for start in range(0, total + pad, chunk):
+        sl = slice(start, start + chunk)
+        out = render_chunk(field_fn, density_fn, params, origins[sl], directions[sl], bbox, grid, config, background)
+        parts.append(jax.device_get(out))
+    merged = {k: np.concatenate([p[k] for p in parts])[:total] for k in parts[0]}
+    shape = (camera.height, camera.width)
+    return {k: v.reshape(shape + v.shape[1:]) for k, v in merged.items()}

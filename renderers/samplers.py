@@ -1,0 +1,63 @@
+"""Sample placement along rays and packing of the samples worth evaluating.
+
+Samples are fixed-size ``[R, S]`` per ray inside the scene box; an occupancy test marks
+the ones worth evaluating, and `pack_samples` moves them into a fixed-budget buffer of
+``K`` entries (``jnp.nonzero(..., size=K)``) so the field runs on ``K`` points instead of
+``R * S``. Rays whose samples do not all fit in the budget are reported incomplete; the
+train step drops them, which keeps the gradient unbiased because rays are in random order
+(Instant-NGP's dynamic batch, with static shapes).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+
+def sample_stratified(
+    t_near: Float[Array, " R"],
+    t_far: Float[Array, " R"],
+    num_samples: int,
+    key: jax.Array | None,
+) -> tuple[Float[Array, "R S"], Float[Array, "R S"]]:
+    """``S`` samples in equal bins of ``[t_near, t_far]``, one per bin.
+
+    ``t_i = t_near + (i + u_i) (t_far - t_near) / S`` with ``u_i ~ U[0, 1)`` when ``key``
+    is given (training) and ``u_i = 1/2`` otherwise (bin midpoints, deterministic).
+
+    Returns:
+        sample distances ``t [R, S]`` and interval lengths ``delta [R, S]`` (the bin width).
+    """
+    shape = (t_near.shape[0], num_samples)
+    u = 0.5 if key is None else jax.random.uniform(key, shape)
+    width = (t_far - t_near) / num_samples
+    t = t_near[:, None] + (jnp.arange(num_samples) + u) * width[:, None]
+    return t, jnp.broadcast_to(width[:, None], shape)
+
+
+def pack_samples(
+    mask: Bool[Array, "R S"], budget: int
+) -> tuple[Int[Array, " K"], Bool[Array, " K"], Bool[Array, " R"]]:
+    """Flat indices of the first ``budget`` True entries of ``mask`` (row-major).
+
+    Returns:
+        ``index [K]`` into ``mask.ravel()`` (0 where unused), ``valid [K]``, and
+        ``complete [R]``: True for rays all of whose marked samples got a slot.
+    """
+    (index,) = jnp.nonzero(mask.ravel(), size=budget, fill_value=0)
+    count = jnp.sum(mask)
+    valid = jnp.arange(budget) < count
+    per_ray_end = jnp.cumsum(jnp.sum(mask, axis=-1))  # marked samples up to and incl. ray r
+    return index, valid, per_ray_end <= budget
+
+
+def unpack(values: Array, index: Int[Array, " K"], valid: Bool[Array, " K"], shape) -> Array:
+    """Scatter packed values ``[K, ...]`` back into a dense zero array ``[*shape, ...]``."""
+    trailing = values.shape[1:]
+    size = 1
+    for n in shape:
+        size *= n
+    values = jnp.where(valid.reshape((-1,) + (1,) * len(trailing)), values, 0)
+    dense = jnp.zeros((size,) + trailing, values.dtype).at[index].add(values)
+    return dense.reshape(tuple(shape) + trailing)

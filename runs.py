@@ -1,0 +1,209 @@
+"""Run configuration, presets, model building and the run folder (config, checkpoints).
+
+A run folder holds everything `render`, `eval` and `export` need: ``config.json`` (the
+resolved `RunConfig`), ``checkpoints/`` (written atomically) and, after training,
+``metrics.json``, ``renders/`` and ``report.html``.
+
+This module sits beside ``train.py`` rather than inside it because the other commands
+need `build` and the checkpoint reader too, and nothing may import ``train.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sparsefield.fields.field import FieldConfig, RadianceField
+from sparsefield.renderers.occupancy_grid import (
+    OccupancyGridConfig,
+    OccupancyGridState,
+    init_occupancy,
+)
+from sparsefield.renderers.render import RenderConfig
+
+
+class UsageError(ValueError):
+    """A command-line mistake (bad run folder, unsupported file type): one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam with linear warm-up and exponential decay (Instant-NGP's optimiser)."""
+
+    lr: float = 1e-2
+    """Peak learning rate."""
+    warmup_steps: int = 100
+    """Linear warm-up from 0 to ``lr`` over these steps."""
+    final_lr_factor: float = 0.03
+    """The learning rate decays exponentially to ``lr * final_lr_factor`` at the last step."""
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-15
+    """Adam's epsilon; tiny, as Instant-NGP uses, so rarely-touched hash entries still move."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. Saved as ``config.json`` in the run folder."""
+
+    data: Path | None = None
+    """Dataset folder; None means the built-in demo scene."""
+    views: int | None = 8
+    """Train on N views of the train split (standard 8-view list or farthest-point)."""
+    view_ids: tuple[int, ...] | None = None
+    """Explicit train view ids (positions in the train split); overrides --views."""
+    scale: float = 1.0
+    """Image down-scaling factor (0.5 halves the resolution)."""
+    steps: int = 2000
+    """Training steps."""
+    out: Path = Path("runs/demo")
+    """Run folder."""
+    seed: int = 0
+    """Seed of the run's base key (per-step keys are fold_in(base, step))."""
+    rays_per_batch: int = 2**13
+    """Rays drawn per step R; rays whose samples exceed the budget are skipped."""
+    random_background: bool = True
+    """Random background colour per ray when the data has alpha masks."""
+    eval_every: int = 500
+    """Render ``eval_views`` test views every this many steps (PSNR curve)."""
+    eval_views: int = 2
+    """Test views rendered at each periodic evaluation."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    field: FieldConfig = FieldConfig()
+    render: RenderConfig = RenderConfig()
+    occupancy: OccupancyGridConfig | None = OccupancyGridConfig()
+    """Occupancy grid; None disables empty-space skipping."""
+    optim: OptimConfig = OptimConfig()
+
+
+PRESETS: dict[str, RunConfig] = {
+    "default": RunConfig(),
+    # A few hundred steps: a quick look at a scene.
+    "fast": RunConfig(steps=500, eval_every=250, checkpoint_every=250),
+    # The same model trained four times longer.
+    "long": RunConfig(steps=8000, eval_every=1000, checkpoint_every=1000),
+}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything the train step updates."""
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+    grid: OccupancyGridState | None
+
+
+def make_field(config: RunConfig, bbox: np.ndarray) -> RadianceField:
+    """The radiance field of a run inside the scene box ``bbox [2, 3]``."""
+    box = tuple(tuple(float(v) for v in row) for row in np.asarray(bbox))
+    return RadianceField(config.field, box)
+
+
+def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformation:
+    """Adam (eps 1e-15) with linear warm-up then exponential decay over ``steps``."""
+    decay_steps = max(1, steps - config.warmup_steps)
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, config.lr, max(1, config.warmup_steps)),
+            optax.exponential_decay(config.lr, decay_steps, config.final_lr_factor),
+        ],
+        [config.warmup_steps],
+    )
+    return optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
+
+
+def init_state(config: RunConfig, field: RadianceField) -> TrainState:
+    """Fresh parameters, optimiser state and occupancy grid for a run."""
+    params = field.init(jax.random.PRNGKey(config.seed))
+    opt_state = make_optimizer(config.optim, config.steps).init(params)
+    grid = init_occupancy(config.occupancy) if config.occupancy is not None else None
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, grid)
+
+
+# ---- run folder: config ------------------------------------------------------------------
+
+
+def save_config(config: RunConfig, run: Path, extra: dict) -> None:
+    """Write ``config.json``: the tyro-encoded config plus run facts (view ids, bbox)."""
+    import tyro
+
+    payload = {"config": tyro.to_yaml(config), **extra}
+    atomic_write_text(run / "config.json", json.dumps(payload, indent=2))
+
+
+def load_config(run: Path) -> tuple[RunConfig, dict]:
+    """Read back ``config.json``; raises FileNotFoundError naming the file if absent."""
+    import tyro
+
+    path = Path(run) / "config.json"
+    if not path.exists():
+        raise UsageError(f"{path}: not a sparsefield run (config.json is missing)")
+    payload = json.loads(path.read_text())
+    config = tyro.from_yaml(RunConfig, payload.pop("config"))
+    return config, payload
+
+
+# ---- run folder: checkpoints -------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so readers see the old or the new content, never a mix."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(run: Path, state: TrainState, keep: int = 2) -> Path:
+    """Write ``checkpoints/step_XXXXXXX.npz`` atomically and keep the newest ``keep``."""
+    import io
+
+    leaves = jax.device_get(jax.tree_util.tree_leaves(state))
+    buf = io.BytesIO()
+    np.savez(buf, *[np.asarray(x) for x in leaves])
+    step = int(jax.device_get(state.step))
+    path = Path(run) / "checkpoints" / f"step_{step:07d}.npz"
+    atomic_write_bytes(path, buf.getvalue())
+    for old in sorted(path.parent.glob("step_*.npz"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = sorted((Path(run) / "checkpoints").glob("step_*.npz"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, template: TrainState) -> TrainState:
+    """Restore a checkpoint into the structure of ``template`` (shapes are checked)."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    with np.load(path) as f:
+        stored = [f[f"arr_{i}"] for i in range(len(f.files))]
+    shapes = [np.shape(x) for x in leaves]
+    if len(stored) != len(leaves) or any(s.shape != t for s, t in zip(stored, shapes)):
+        raise ValueError(f"{path}: checkpoint does not match the run's config")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in stored])

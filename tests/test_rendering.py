@@ -1,0 +1,148 @@
+"""Cameras, compositing against closed forms, packed marching against the dense
+reference, the occupancy grid and chunked image rendering."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsefield.cameras import intersect_box, look_at, make_cameras, pixel_rays, image_rays
+from sparsefield.renderers.occupancy_grid import (
+    OccupancyGridConfig,
+    init_occupancy,
+    query_occupancy,
+    update_occupancy,
+)
+from sparsefield.renderers.render import RenderConfig, render_image, render_rays
+from sparsefield.renderers.samplers import pack_samples
+from sparsefield.renderers.volume import composite
+
+BOX = jnp.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def test_pixel_rays_hand_worked_camera():
+    # camera at (0, 0, 5) looking at the origin: the OpenGL camera looks down -Z
+    cam = make_cameras(np.eye(4)[None, :3] + np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 5.0]]),
+                       fov_x=math.pi / 2, width=4, height=2)
+    assert np.isclose(cam.fx[0], 2.0)  # 0.5 * W / tan(45 deg)
+    o, d = pixel_rays(cam[0], jnp.array([2.0, 4.0]), jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(o, [[0, 0, 5], [0, 0, 5]])
+    np.testing.assert_allclose(d[0], [0, 0, -1], atol=1e-7)  # the image centre
+    # right edge, top row: (+1, +0.5, -1) normalised (x right, y up)
+    np.testing.assert_allclose(d[1], np.array([1.0, 0.5, -1.0]) / 1.5, atol=1e-6)
+    o, d = image_rays(cam[0])
+    assert d.shape == (2, 4, 3)
+    np.testing.assert_allclose(d[0, 0], np.array([-0.75, 0.25, -1]) / np.linalg.norm([-0.75, 0.25, -1]), atol=1e-6)
+
+
+def test_look_at_points_camera_at_target():
+    c2w = look_at([3.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(-c2w[:, 2], [-1, 0, 0], atol=1e-6)  # forward = -Z axis
+    np.testing.assert_allclose(c2w[:, 1], [0, 0, 1], atol=1e-6)  # up stays +Z
+    np.testing.assert_allclose(c2w[:, :3].T @ c2w[:, :3], np.eye(3), atol=1e-6)
+
+
+def test_intersect_box():
+    o = jnp.array([[0.0, 0.0, 5.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    d = jnp.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    t0, t1, hit = intersect_box(o, d, BOX[0], BOX[1])
+    np.testing.assert_allclose(t0, [4.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(t1[:2], [6.0, 1.0], atol=1e-6)
+    assert list(np.asarray(hit)) == [True, True, False]
+
+
+def test_composite_constant_slab_matches_closed_form():
+    sigma, length, samples = 1.7, 2.0, 64
+    t = (jnp.arange(samples) + 0.5) / samples * length
+    deltas = jnp.full((1, samples), length / samples)
+    rgb = jnp.broadcast_to(jnp.array([0.2, 0.4, 0.6]), (1, samples, 3))
+    out = composite(jnp.full((1, samples), sigma), rgb, t[None], deltas, jnp.array([1.0, 1.0, 1.0]))
+    opacity = 1.0 - math.exp(-sigma * length)  # 1 - T, T = exp(-sigma L)
+    np.testing.assert_allclose(out["opacity"][0], opacity, rtol=1e-5)
+    np.testing.assert_allclose(out["rgb"][0], np.array([0.2, 0.4, 0.6]) * opacity + (1 - opacity), rtol=1e-5)
+    # expected depth: int_0^L t sigma e^{-sigma t} dt
+    exact = (1 - math.exp(-sigma * length) * (1 + sigma * length)) / sigma
+    np.testing.assert_allclose(out["depth"][0], exact, rtol=2e-3)
+
+
+def test_weights_sum_at_most_one():
+    sigma = jax.random.uniform(jax.random.PRNGKey(0), (100, 32)) * 50
+    out = composite(sigma, jnp.zeros((100, 32, 3)), jnp.ones((100, 32)), jnp.full((100, 32), 0.1), jnp.zeros(3))
+    total = np.asarray(out["weights"].sum(-1))
+    assert np.all(total <= 1 + 1e-6) and np.all(total >= 0)
+
+
+def test_pack_samples_marks_complete_rays():
+    mask = jnp.array([[1, 1, 0], [0, 1, 1], [1, 1, 1]], bool)
+    index, valid, complete = pack_samples(mask, 5)
+    assert list(np.asarray(index)[np.asarray(valid)]) == [0, 1, 4, 5, 6]
+    assert list(np.asarray(complete)) == [True, True, False]
+
+
+def ball_field(x, d):
+    r = jnp.linalg.norm(x, axis=-1)
+    sigma = 30.0 * jax.nn.sigmoid((0.5 - r) * 40.0)
+    rgb = jnp.stack([0.5 + 0.5 * x[..., 0], 0.5 + 0.25 * d[..., 1], jnp.full_like(r, 0.3)], -1)
+    return sigma, rgb
+
+
+def random_rays(n, key):
+    o = jnp.array([0.0, 0.0, 3.0]) + 0.2 * jax.random.normal(key, (n, 3))
+    target = 0.6 * jax.random.uniform(jax.random.fold_in(key, 1), (n, 3), minval=-1, maxval=1)
+    d = target - o
+    return o, d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+
+
+def test_packed_march_equals_dense_reference():
+    o, d = random_rays(64, jax.random.PRNGKey(0))
+    bg = jnp.ones((64, 3))
+    dense = render_rays(ball_field, o, d, bg, BOX, None, RenderConfig(num_samples=48, sample_budget=64 * 48), None)
+    small = render_rays(ball_field, o, d, bg, BOX, None, RenderConfig(num_samples=48, sample_budget=20 * 48), None)
+    assert 18 <= int(small["complete"].sum()) <= 21
+    keep = np.asarray(small["complete"])
+    np.testing.assert_allclose(small["rgb"][keep], dense["rgb"][keep], atol=1e-6)
+    assert dense["complete"].all()
+
+
+def test_occupancy_grid_follows_density_and_skips_empty_space():
+    config = OccupancyGridConfig(resolution=16, warmup_steps=0, chunk=1024)
+    state = init_occupancy(config)
+    density = lambda x: ball_field(x, x)[0]  # noqa: E731
+    for k in range(10):  # repeated refreshes: the EMA-max approaches each cell's max density
+        state = update_occupancy(config, state, density, BOX, 2 / 64, jax.random.PRNGKey(k), jnp.array(10))
+    occupied = np.asarray(state.occupied)
+    centres = (np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1
+    r = np.linalg.norm(centres, axis=-1)
+    assert occupied[r < 0.4].all() and not occupied[r > 0.75].any()
+    assert not bool(query_occupancy(state, jnp.array([1.5, 0.5, 0.5])))
+    # warm-up keeps every cell occupied
+    warm = update_occupancy(OccupancyGridConfig(resolution=16, chunk=1024), init_occupancy(config),
+                            density, BOX, 2 / 64, jax.random.PRNGKey(0), jnp.array(0))
+    assert np.asarray(warm.occupied).all()
+    # with the grid, the march skips most samples but the image stays the same
+    o, d = random_rays(64, jax.random.PRNGKey(1))
+    cfg = RenderConfig(num_samples=64, sample_budget=64 * 64)
+    with_grid = render_rays(ball_field, o, d, jnp.ones((64, 3)), BOX, state, cfg, None)
+    without = render_rays(ball_field, o, d, jnp.ones((64, 3)), BOX, None, cfg, None)
+    assert int(with_grid["num_samples"]) < 0.5 * int(without["num_samples"])
+    # skipped cells each hold alpha below the 1% threshold: small, bounded differences
+    np.testing.assert_allclose(with_grid["rgb"], without["rgb"], atol=0.03)
+    assert float(jnp.mean(jnp.abs(with_grid["rgb"] - without["rgb"]))) < 3e-3
+
+
+def test_render_image_with_early_termination_matches_dense_rendering():
+    c2w = look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.0])
+    cam = make_cameras(c2w[None], fov_x=0.8, width=24, height=20)[0]
+    fn = lambda params, x, d: ball_field(x, d)  # noqa: E731
+    density = lambda params, x: ball_field(x, x)[0]  # noqa: E731
+    cfg = RenderConfig(num_samples=64, chunk=128)
+    img = render_image(fn, density, {}, cam, BOX, None, cfg, jnp.ones(3))
+    o, d = image_rays(cam)
+    ref = render_rays(ball_field, o.reshape(-1, 3), d.reshape(-1, 3), jnp.ones((480, 3)), BOX, None,
+                      RenderConfig(num_samples=64, sample_budget=480 * 64), None)
+    np.testing.assert_allclose(img["rgb"].reshape(-1, 3), ref["rgb"], atol=1e-3)
+    np.testing.assert_allclose(img["opacity"].reshape(-1), ref["opacity"], atol=1e-3)
+    assert img["rgb"].shape == (20, 24, 3) and img["opacity"].max() > 0.99
+    # opaque rays stop early: fewer shaded samples than marched ones
+    assert np.mean(img["samples"][img["opacity"] > 0.999] < 40) > 0.8

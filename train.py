@@ -1,0 +1,220 @@
+"""Training: the jitted train step, the loop with progress bar and checkpoints, and the
+command line (`sparsefield train | render | eval | export | demo`).
+
+``python train.py [flags]`` is the same as ``sparsefield train [flags]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+from sparsefield import evaluate, runs
+from sparsefield.datasets import DatasetError, SceneData, load_scene, select_views
+from sparsefield.datasets.batches import RayData, make_ray_data, sample_rays
+from sparsefield.fields.field import RadianceField, count_params
+from sparsefield.renderers.occupancy_grid import update_occupancy
+from sparsefield.renderers.render import render_rays
+from sparsefield.runs import RunConfig, TrainState
+
+
+def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
+    """Build ``train_step(state, data, key) -> (state, metrics)``, jitted, state donated.
+
+    The loss is a dict of named terms (``rgb`` is the MSE over the rays that fit in the
+    sample budget); their sum is minimised and each is logged by name.
+    """
+    optimizer = runs.make_optimizer(config.optim, config.steps)
+    box = jnp.asarray(bbox, jnp.float32)
+    step_size = float(np.linalg.norm(bbox[1] - bbox[0])) / config.render.num_samples
+
+    def loss_fn(params, batch, grid, key):
+        out = render_rays(
+            lambda x, d: field(params, x, d), batch["origins"], batch["directions"],
+            batch["background"], box, grid, config.render, key,
+        )
+        keep = out["complete"].astype(jnp.float32)
+        rays = jnp.maximum(jnp.sum(keep), 1.0)
+        sq_err = jnp.mean((out["rgb"] - batch["rgb"]) ** 2, axis=-1)
+        losses = {"rgb": jnp.sum(sq_err * keep) / rays}
+        aux = {"losses": losses, "rays": jnp.sum(keep), "samples": out["num_samples"]}
+        return sum(losses.values()), aux
+
+    def refresh_grid(state: TrainState, key):
+        if state.grid is None:
+            return None
+        occ = config.occupancy
+        update = lambda g: update_occupancy(  # noqa: E731
+            occ, g, lambda x: field.sigma(state.params, x), box, step_size, key, state.step
+        )
+        return jax.lax.cond(state.step % occ.update_every == 0, update, lambda g: g, state.grid)
+
+    def train_step(state: TrainState, data: RayData, key: jax.Array):
+        k_rays, k_march, k_grid = jax.random.split(key, 3)
+        grid = refresh_grid(state, k_grid)
+        batch = sample_rays(data, k_rays, config.rays_per_batch, config.random_background)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, grid, k_march
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "psnr": -10.0 * jnp.log10(aux["losses"]["rgb"]),
+            "rays": aux["rays"],
+            "samples": aux["samples"],
+            **{f"loss_{k}": v for k, v in aux["losses"].items()},
+        }
+        return TrainState(state.step + 1, params, opt_state, grid), metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+# ---- the train command -------------------------------------------------------------------
+
+
+def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray]:
+    """Load the scene and choose the training views (raises DatasetError on bad input)."""
+    if config.data is None:
+        from sparsefield.datasets.synthetic import demo_scene_path
+
+        config = dataclasses.replace(config, data=demo_scene_path())
+    scene = load_scene(config.data, scale=config.scale)
+    train_ids = scene.split("train")
+    picked = select_views(
+        np.asarray(scene.cameras.centers)[train_ids], n=config.views, ids=config.view_ids,
+        source=f"{config.data} (train split)",
+    )
+    return scene, picked
+
+
+def train(config: RunConfig) -> Path:
+    """Train a run (resuming it if ``config.out`` holds one) and evaluate it."""
+    run = Path(config.out)
+    resumed = (run / "config.json").exists()
+    if resumed:
+        saved, _ = runs.load_config(run)
+        config = dataclasses.replace(saved, steps=config.steps)
+    scene, picked = prepare(config)
+    data_dir = config.data or scene.root
+    config = dataclasses.replace(config, data=Path(data_dir))
+    train_ids = scene.split("train")
+    print(f"training views ({len(picked)}): {' '.join(str(i) for i in picked)}")
+
+    field = runs.make_field(config, scene.bbox)
+    state = runs.init_state(config, field)
+    ckpt = runs.latest_checkpoint(run) if resumed else None
+    if ckpt is not None:
+        state = runs.load_checkpoint(ckpt, state)
+        print(f"resuming {run} from step {int(state.step)}")
+    runs.save_config(
+        config, run,
+        {"train_view_ids": [int(i) for i in picked], "bbox": scene.bbox.tolist(),
+         "num_params": count_params(state.params), "devices": jax.device_count()},
+    )
+    data = make_ray_data(scene, train_ids[picked])
+    state, seconds = fit(config, field, scene, state, data, run)
+    evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
+    return run
+
+
+def fit(config, field, scene, state, data, run: Path):
+    """The training loop: progress bar, periodic eval, checkpoints, Ctrl-C safety."""
+    from tqdm import tqdm
+
+    step_fn = make_train_step(config, field, scene.bbox)
+    base_key = jax.random.PRNGKey(config.seed + 1)
+    history = evaluate.load_history(run)
+    start = int(state.step)
+    seconds = history.get("train_seconds", 0.0)
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True)
+    t_last, rays_acc = time.perf_counter(), 0.0
+    try:
+        for step in range(start, config.steps):
+            state, metrics = step_fn(state, data, jax.random.fold_in(base_key, step))
+            done = step + 1
+            if done % 10 == 0 or done == config.steps:
+                m = jax.device_get(metrics)
+                now = time.perf_counter()
+                seconds += now - t_last
+                rays_acc += float(m["rays"]) * 10
+                bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
+                                rays_s=f"{rays_acc / max(now - t_last, 1e-9):,.0f}")
+                bar.update(done - bar.n)
+                t_last, rays_acc = now, 0.0
+                history["train"].append({k: float(v) for k, v in m.items()} | {"step": done})
+            if done % config.eval_every == 0 and done < config.steps:
+                history["eval"].append(evaluate.quick_eval(config, field, scene, state, done))
+            if done % config.checkpoint_every == 0 or interrupted:
+                history["train_seconds"] = seconds
+                runs.save_checkpoint(run, state)
+                evaluate.save_history(run, history)
+            if interrupted:
+                bar.close()
+                print(f"\ninterrupted at step {done}; resume with: sparsefield train --out {run}")
+                sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    history["train_seconds"] = seconds
+    runs.save_checkpoint(run, state)
+    evaluate.save_history(run, history)
+    return state, seconds
+
+
+# ---- command line ------------------------------------------------------------------------
+
+COMMANDS = {
+    "train": "train a scene (and evaluate it on the test split)",
+    "render": "render test views or an orbit to PNG frames and a video",
+    "eval": "render the test split and write RUN/metrics.json",
+    "export": "export a mesh (.ply, .obj, .glb) from a trained run",
+    "demo": "train on the built-in demo scene, evaluate, render an orbit, export a mesh",
+}
+
+
+def parse_train_args(args: list[str]) -> RunConfig:
+    """``--preset NAME`` picks the base config; every other flag overrides it."""
+    preset = "default"
+    if "--preset" in args:
+        i = args.index("--preset")
+        preset = args[i + 1] if i + 1 < len(args) else ""
+        args = args[:i] + args[i + 2 :]
+    if preset not in runs.PRESETS:
+        raise SystemExit(f"unknown preset '{preset}'; choose from {', '.join(runs.PRESETS)}")
+    return tyro.cli(RunConfig, default=runs.PRESETS[preset], args=args, prog="sparsefield train")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        usage = "\n".join(f"  {k:8s} {v}" for k, v in COMMANDS.items())
+        print(f"usage: sparsefield COMMAND [flags]   (COMMAND --help for flags)\n\n{usage}")
+        raise SystemExit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    command, args = argv[0], argv[1:]
+    try:
+        if command == "train":
+            train(parse_train_args(args))
+        elif command == "demo":
+            evaluate.demo(lambda c: train(c), parse_train_args(args))
+        else:
+            evaluate.run_command(command, args)
+    except (DatasetError, runs.UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main(["train", *sys.argv[1:]])
