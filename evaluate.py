@@ -288,7 +288,10 @@ def export_mesh(args: ExportArgs) -> Path:
     field = loaded.field
     density = jax.jit(lambda x: field.sigma(params, x))
     color = jax.jit(lambda x, d: field(params, x, d)[1])
-    mesh = extract_mesh(density, color, np.asarray(loaded.facts["bbox"]), args.resolution, args.threshold)
+    try:
+        mesh = extract_mesh(density, color, np.asarray(loaded.facts["bbox"]), args.resolution, args.threshold)
+    except ValueError as err:  # the field never reaches the threshold
+        raise runs.UsageError(f"{args.run}: {err} Try a lower --threshold.") from None
     write_mesh(mesh, str(args.out))
     print(f"mesh: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces -> {args.out}")
     return args.out

@@ -15,13 +15,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tyro
 
 from sparsefield.fields.field import FieldConfig, RadianceField
+from sparsefield.fields.frequency import Frequency
+from sparsefield.fields.grid import HashGrid
+from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.renderers.occupancy_grid import (
     OccupancyGridConfig,
     OccupancyGridState,
@@ -80,8 +85,11 @@ class RunConfig:
     """Steps between checkpoints."""
     field: FieldConfig = FieldConfig()
     render: RenderConfig = RenderConfig()
-    occupancy: OccupancyGridConfig | None = OccupancyGridConfig()
-    """Occupancy grid; None disables empty-space skipping."""
+    occupancy: (
+        Annotated[OccupancyGridConfig, tyro.conf.subcommand("grid")]
+        | Annotated[None, tyro.conf.subcommand("none")]
+    ) = OccupancyGridConfig()
+    """Empty-space skipping: ``occupancy:grid`` (default) or ``occupancy:none``."""
     optim: OptimConfig = OptimConfig()
 
 
@@ -92,6 +100,14 @@ PRESETS: dict[str, RunConfig] = {
     # The same model trained four times longer.
     "long": RunConfig(steps=8000, eval_every=1000, checkpoint_every=1000),
 }
+
+
+CONFIG_CLASSES = {
+    cls.__name__: cls
+    for cls in (RunConfig, FieldConfig, HashGrid, Frequency, SphericalHarmonics, RenderConfig,
+                OccupancyGridConfig, OptimConfig)
+}
+"""Every config class a saved run may name (the JSON codec's registry)."""
 
 
 @jax.tree_util.register_dataclass
@@ -135,23 +151,46 @@ def init_state(config: RunConfig, field: RadianceField) -> TrainState:
 # ---- run folder: config ------------------------------------------------------------------
 
 
-def save_config(config: RunConfig, run: Path, extra: dict) -> None:
-    """Write ``config.json``: the tyro-encoded config plus run facts (view ids, bbox)."""
-    import tyro
+def config_to_json(value):
+    """Encode a config tree: dataclasses carry their class name, paths are tagged."""
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: config_to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__class__": type(value).__name__, **fields}
+    if isinstance(value, Path):
+        return {"__path__": str(value)}
+    if isinstance(value, tuple):
+        return [config_to_json(v) for v in value]
+    return value
 
-    payload = {"config": tyro.to_yaml(config), **extra}
-    atomic_write_text(run / "config.json", json.dumps(payload, indent=2))
+
+def config_from_json(value):
+    """Inverse of `config_to_json` (lists come back as tuples, configs are frozen)."""
+    if isinstance(value, dict) and "__path__" in value:
+        return Path(value["__path__"])
+    if isinstance(value, dict) and "__class__" in value:
+        cls = CONFIG_CLASSES[value["__class__"]]
+        return cls(**{k: config_from_json(v) for k, v in value.items() if k != "__class__"})
+    if isinstance(value, list):
+        return tuple(config_from_json(v) for v in value)
+    return value
+
+
+def save_config(config: RunConfig, run: Path, extra: dict) -> None:
+    """Write ``config.json``: the resolved config plus run facts (view ids, bbox, ...)."""
+    payload = {"config": config_to_json(config), **extra}
+    atomic_write_text(Path(run) / "config.json", json.dumps(payload, indent=2))
 
 
 def load_config(run: Path) -> tuple[RunConfig, dict]:
-    """Read back ``config.json``; raises FileNotFoundError naming the file if absent."""
-    import tyro
-
+    """Read back ``config.json``; raises `UsageError` naming the file if it is absent."""
     path = Path(run) / "config.json"
     if not path.exists():
         raise UsageError(f"{path}: not a sparsefield run (config.json is missing)")
-    payload = json.loads(path.read_text())
-    config = tyro.from_yaml(RunConfig, payload.pop("config"))
+    try:
+        payload = json.loads(path.read_text())
+        config = config_from_json(payload.pop("config"))
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path}: unreadable run config ({err})") from None
     return config, payload
 
 

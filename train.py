@@ -6,6 +6,11 @@ command line (`sparsefield train | render | eval | export | demo`).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX is imported: restart with a fast allocator
+    from sparsefield.launch import ensure_fast_malloc
+
+    ensure_fast_malloc()
+
 import dataclasses
 import json
 import signal
@@ -92,7 +97,8 @@ def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray]:
     scene = load_scene(config.data, scale=config.scale)
     train_ids = scene.split("train")
     picked = select_views(
-        np.asarray(scene.cameras.centers)[train_ids], n=config.views, ids=config.view_ids,
+        np.asarray(scene.cameras.centers)[train_ids],
+        n=None if config.view_ids else config.views, ids=config.view_ids,
         source=f"{config.data} (train split)",
     )
     return scene, picked
@@ -193,7 +199,11 @@ def parse_train_args(args: list[str]) -> RunConfig:
         preset = args[i + 1] if i + 1 < len(args) else ""
         args = args[:i] + args[i + 2 :]
     if preset not in runs.PRESETS:
-        raise SystemExit(f"unknown preset '{preset}'; choose from {', '.join(runs.PRESETS)}")
+        raise runs.UsageError(f"--preset {preset}: unknown preset; choose from {', '.join(runs.PRESETS)}")
+    if "--view-ids" in args:  # accept "26,86,2" as well as "26 86 2"
+        i = args.index("--view-ids") + 1
+        if i < len(args) and "," in args[i]:
+            args = args[:i] + [v for v in args[i].split(",") if v] + args[i + 1 :]
     return tyro.cli(RunConfig, default=runs.PRESETS[preset], args=args, prog="sparsefield train")
 
 

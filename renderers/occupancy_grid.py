@@ -4,7 +4,7 @@ A ``G^3`` grid over the scene box keeps an exponential moving maximum of the den
 seen in each cell; a cell is occupied when its alpha-like value ``sigma * step`` exceeds
 ``min(threshold, mean)``. Every ``update_every`` steps one jittered point per cell is
 evaluated; before ``warmup_steps`` have passed, every cell stays occupied so early, poorly
-fit densities cannot carve away the scene.
+fit densities cannot carve away the scene, and the moving maximum starts afresh after it.
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def update_occupancy(
     world = bbox[0] + unit * (bbox[1] - bbox[0])
     chunks = world.reshape(-1, min(config.chunk, world.shape[0]), 3)
     sigma = jax.lax.map(density_fn, chunks).reshape(res, res, res)
-    density = jnp.maximum(state.density * config.decay, jax.lax.stop_gradient(sigma))
+    sigma = jax.lax.stop_gradient(sigma)
+    warm = step < config.warmup_steps
+    # During warm-up the grid only tracks the current density (the untrained field's
+    # density is meaningless and the decaying max would remember it for hundreds of steps).
+    density = jnp.where(warm, sigma, jnp.maximum(state.density * config.decay, sigma))
     alpha = density * step_size
-    occupied = alpha > jnp.minimum(config.threshold, jnp.mean(alpha))
-    occupied = occupied | (step < config.warmup_steps)
+    occupied = (alpha > jnp.minimum(config.threshold, jnp.mean(alpha))) | warm
     return OccupancyGridState(density, occupied)

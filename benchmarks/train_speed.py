@@ -1,0 +1,158 @@
+"""Training throughput on the demo scene: samples/s, rays/s, seconds per step, samples
+per ray with and without the occupancy grid, the allocator's effect, and (optionally) the
+wall time to reach a test PSNR.
+
+    python benchmarks/train_speed.py                 # throughput, both allocators
+    python benchmarks/train_speed.py --psnr 24       # also: time until test PSNR >= 24 dB
+
+Each allocator is measured in its own subprocess (LD_PRELOAD must be set at process
+start), back to back, and reported as a ratio: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def measure(steps_warm: int, steps: int) -> dict:
+    """Train the default config on the demo scene; time ``steps`` steps after warm-up."""
+    import jax
+    import numpy as np
+
+    from sparsefield import runs
+    from sparsefield.datasets import load_scene, select_views
+    from sparsefield.datasets.batches import make_ray_data
+    from sparsefield.datasets.synthetic import demo_scene_path
+
+    train_mod = _train_module()
+    scene = load_scene(demo_scene_path())
+    train_ids = scene.split("train")
+    picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=8)
+    data = make_ray_data(scene, train_ids[picked])
+    result = {}
+    for name, occupancy in (("grid", runs.RunConfig().occupancy), ("no_grid", None)):
+        config = runs.RunConfig(occupancy=occupancy, steps=steps_warm + steps)
+        field = runs.make_field(config, scene.bbox)
+        state = runs.init_state(config, field)
+        step_fn = train_mod.make_train_step(config, field, scene.bbox)
+        key = jax.random.PRNGKey(0)
+        n_warm = steps_warm if occupancy is not None else 3
+        for i in range(n_warm):
+            state, m = step_fn(state, data, jax.random.fold_in(key, i))
+        jax.block_until_ready(m)
+        rays = samples = 0.0
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state, m = step_fn(state, data, jax.random.fold_in(key, n_warm + i))
+            m = jax.device_get(m)
+            rays += float(m["rays"])
+            samples += float(m["samples"]) * float(m["rays"]) / config.rays_per_batch
+        dt = (time.perf_counter() - t0) / steps
+        result[name] = {
+            "seconds_per_step": dt,
+            "rays_per_s": rays / steps / dt,
+            "samples_per_s": samples / steps / dt,
+            "samples_per_ray": samples / max(rays, 1.0),
+            "rays_per_step": rays / steps,
+        }
+    return result
+
+
+def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
+    """Wall time of training (evaluation excluded) until the test-view PSNR reaches target."""
+    import jax
+    import numpy as np
+
+    from sparsefield import metrics, runs
+    from sparsefield.datasets import load_scene, select_views
+    from sparsefield.datasets.batches import make_ray_data
+    from sparsefield.datasets.synthetic import demo_scene_path
+    from sparsefield.renderers.render import render_image
+
+    train_mod = _train_module()
+    scene = load_scene(demo_scene_path())
+    train_ids = scene.split("train")
+    picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=8)
+    data = make_ray_data(scene, train_ids[picked])
+    config = runs.RunConfig(steps=max_steps)
+    field = runs.make_field(config, scene.bbox)
+    state = runs.init_state(config, field)
+    step_fn = train_mod.make_train_step(config, field, scene.bbox)
+    test = scene.split("test")[:3]
+    train_time, key = 0.0, jax.random.PRNGKey(1)
+    for step in range(max_steps):
+        t0 = time.perf_counter()
+        state, m = step_fn(state, data, jax.random.fold_in(key, step))
+        jax.block_until_ready(m)
+        train_time += time.perf_counter() - t0
+        if (step + 1) % every == 0:
+            psnr = np.mean([
+                float(metrics.psnr(render_image(field.__call__, field.sigma, state.params, scene.cameras[int(i)],
+                                                scene.bbox, state.grid, config.render, scene.background)["rgb"],
+                                   scene.images[i]))
+                for i in test
+            ])
+            print(f"  step {step + 1}: test PSNR {psnr:.2f} dB after {train_time:.1f} s of training", flush=True)
+            if psnr >= target:
+                return {"target": target, "steps": step + 1, "train_seconds": train_time, "psnr": psnr}
+    return {"target": target, "steps": None, "train_seconds": train_time}
+
+
+def _train_module():
+    """train.py as a module (nothing in the package imports it; benchmarks load it)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "train.py"
+    spec = importlib.util.spec_from_file_location("sparsefield_train_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_child(allocator: str | None, args) -> dict:
+    env = dict(os.environ, SPARSEFIELD_MALLOC="system")
+    env.pop("LD_PRELOAD", None)
+    if allocator:
+        env["LD_PRELOAD"] = allocator
+    cmd = [sys.executable, __file__, "--child", "--warm", str(args.warm), "--steps", str(args.steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warm", type=int, default=320, help="steps before timing (grid warm-up)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps")
+    parser.add_argument("--psnr", type=float, default=None, help="also time training to this PSNR")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.warm, args.steps)))
+        return
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from sparsefield.launch import _SEARCH
+
+    tcmalloc = next((p for p in _SEARCH if os.path.exists(p)), None)
+    rows = {"system malloc": run_child(None, args)}
+    if tcmalloc:
+        rows["tcmalloc"] = run_child(tcmalloc, args)
+    print(f"{'allocator':14s} {'sampler':8s} {'s/step':>8s} {'rays/s':>10s} {'samples/s':>12s} {'samples/ray':>12s}")
+    for name, res in rows.items():
+        for sampler, r in res.items():
+            print(f"{name:14s} {sampler:8s} {r['seconds_per_step']:8.3f} {r['rays_per_s']:10,.0f} "
+                  f"{r['samples_per_s']:12,.0f} {r['samples_per_ray']:12.1f}")
+    if tcmalloc:
+        ratio = rows["system malloc"]["grid"]["seconds_per_step"] / rows["tcmalloc"]["grid"]["seconds_per_step"]
+        print(f"tcmalloc speed-up of a training step: {ratio:.2f}x")
+    if args.psnr is not None:
+        print(json.dumps(time_to_psnr(args.psnr, max_steps=3000, every=100)))
+
+
+if __name__ == "__main__":
+    main()
