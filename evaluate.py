@@ -311,6 +311,6 @@ def run_command(command: str, args: list[str]) -> None:
 def demo(train_fn, config: runs.RunConfig) -> None:
     """Train (demo scene unless --data), evaluate, render an orbit video, export a mesh."""
     run = train_fn(config)
-    render_path(RenderArgs(run=run, path="orbit", frames=60))
+    render_path(RenderArgs(run=run, path="orbit", frames=24))
     export_mesh(ExportArgs(run=run, out=run / "mesh.ply"))
     print(f"done: open {run}/report.html")

@@ -67,7 +67,7 @@ class RunConfig:
     """Explicit train view ids (positions in the train split); overrides --views."""
     scale: float = 1.0
     """Image down-scaling factor (0.5 halves the resolution)."""
-    steps: int = 2000
+    steps: int = 1000
     """Training steps."""
     out: Path = Path("runs/demo")
     """Run folder."""

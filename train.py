@@ -28,7 +28,7 @@ from sparsefield import evaluate, runs
 from sparsefield.datasets import DatasetError, SceneData, load_scene, select_views
 from sparsefield.datasets.batches import RayData, make_ray_data, sample_rays
 from sparsefield.fields.field import RadianceField, count_params
-from sparsefield.renderers.occupancy_grid import update_occupancy
+from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
 from sparsefield.renderers.render import render_rays
 from sparsefield.runs import RunConfig, TrainState
 
@@ -129,9 +129,21 @@ def train(config: RunConfig) -> Path:
          "num_params": count_params(state.params), "devices": jax.device_count()},
     )
     data = make_ray_data(scene, train_ids[picked])
+    if ckpt is None:
+        state = carve_grid(config, scene, train_ids[picked], state)
     state, seconds = fit(config, field, scene, state, data, run)
     evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run
+
+
+def carve_grid(config: RunConfig, scene: SceneData, ids: np.ndarray, state: TrainState) -> TrainState:
+    """Visual-hull carving of the occupancy grid from the training views' alpha masks."""
+    occ = config.occupancy
+    if occ is None or not occ.carve_with_masks or scene.masks is None:
+        return state
+    grid = carve_visual_hull(state.grid, scene.cameras[ids], scene.masks[ids], scene.bbox)
+    print(f"visual hull: {float(np.mean(np.asarray(grid.allowed))):.1%} of the grid may hold the scene")
+    return dataclasses.replace(state, grid=grid)
 
 
 def fit(config, field, scene, state, data, run: Path):

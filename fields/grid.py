@@ -171,8 +171,9 @@ class HashGrid:
     """log2 of the table size T per level."""
     base_res: int = 16
     """Coarsest resolution N_min (cells per axis of the unit cube)."""
-    max_res: int = 1024
-    """Finest resolution N_max."""
+    max_res: int = 512
+    """Finest resolution N_max (cells across the scene box; 512 resolves ~2 pixels of a
+    400-pixel view of the box; finer levels mostly fit noise from few views)."""
     init_scale: float = 1e-4
     """Table entries start uniform in [-init_scale, init_scale]."""
     dim: int = 3

@@ -13,6 +13,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 
@@ -24,7 +25,7 @@ class OccupancyGridConfig:
     """Cells per axis G."""
     update_every: int = 16
     """Refresh the grid every this many training steps."""
-    warmup_steps: int = 256
+    warmup_steps: int = 64
     """Steps during which every cell counts as occupied."""
     decay: float = 0.95
     """EMA decay of the per-cell density: d <- max(decay * d, sigma(x))."""
@@ -32,21 +33,26 @@ class OccupancyGridConfig:
     """Alpha threshold: occupied if sigma * step > min(threshold, mean(sigma * step))."""
     chunk: int = 2**16
     """Cells evaluated per batch during an update (bounds memory)."""
+    carve_with_masks: bool = True
+    """Visual-hull carving: cells that some training view sees as background (alpha mask)
+    stay empty for the whole run (GaussianObject / space carving). Needs alpha masks."""
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class OccupancyGridState:
-    """Per-cell density EMA ``[G, G, G]`` and the occupancy bitfield."""
+    """Per-cell density EMA ``[G, G, G]``, the occupancy bitfield, and the cells allowed
+    to be occupied at all (False where visual-hull carving removed them)."""
 
     density: Float[Array, "G G G"]
     occupied: Bool[Array, "G G G"]
+    allowed: Bool[Array, "G G G"]
 
 
 def init_occupancy(config: OccupancyGridConfig) -> OccupancyGridState:
     """A grid with every cell occupied."""
     shape = (config.resolution,) * 3
-    return OccupancyGridState(jnp.zeros(shape, jnp.float32), jnp.ones(shape, bool))
+    return OccupancyGridState(jnp.zeros(shape, jnp.float32), jnp.ones(shape, bool), jnp.ones(shape, bool))
 
 
 def query_occupancy(state: OccupancyGridState, x_unit: Float[Array, "... 3"]) -> Bool[Array, "..."]:
@@ -87,5 +93,45 @@ def update_occupancy(
     # density is meaningless and the decaying max would remember it for hundreds of steps).
     density = jnp.where(warm, sigma, jnp.maximum(state.density * config.decay, sigma))
     alpha = density * step_size
-    occupied = (alpha > jnp.minimum(config.threshold, jnp.mean(alpha))) | warm
-    return OccupancyGridState(density, occupied)
+    occupied = ((alpha > jnp.minimum(config.threshold, jnp.mean(alpha))) | warm) & state.allowed
+    return OccupancyGridState(density, occupied, state.allowed)
+
+
+def carve_visual_hull(
+    state: OccupancyGridState, cameras, masks: np.ndarray, bbox: np.ndarray, min_views: int = 1
+) -> OccupancyGridState:
+    """Forbid cells that at least ``min_views`` views see as background.
+
+    A cell is background in a view when it projects inside the image and the view's
+    alpha mask, dilated by the cell's projected radius, is below 0.5 there: the dilation
+    keeps every cell that could touch the object (conservative, never carves the hull).
+
+    Args:
+        cameras: the training `Cameras` (numpy), ``C`` views.
+        masks: ``[C, H, W]`` alpha masks of those views.
+        bbox: ``[2, 3]`` box the grid covers.
+    """
+    from scipy.ndimage import maximum_filter
+
+    res = state.occupied.shape[0]
+    bbox = np.asarray(bbox, np.float64)
+    cell = (bbox[1] - bbox[0]) / res
+    idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    centres = bbox[0] + (idx + 0.5) * cell
+    votes = np.zeros(len(centres), np.int32)
+    c2w = np.asarray(cameras.c2w, np.float64)
+    for k in range(len(masks)):
+        rot, origin = c2w[k, :3, :3], c2w[k, :3, 3]
+        local = (centres - origin) @ rot  # world -> camera (rotation is orthonormal)
+        depth = -local[:, 2]
+        safe = np.maximum(depth, 1e-6)
+        u = cameras.fx[k] * local[:, 0] / safe + cameras.cx[k]
+        v = -cameras.fy[k] * local[:, 1] / safe + cameras.cy[k]
+        radius = int(np.ceil(0.5 * np.linalg.norm(cell) * cameras.fx[k] / max(depth[depth > 0].min(), 1e-3)))
+        fg = maximum_filter(masks[k] > 0.5, size=2 * radius + 1)
+        h, w = fg.shape
+        inside = (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        ui, vi = np.clip(u.astype(int), 0, w - 1), np.clip(v.astype(int), 0, h - 1)
+        votes += inside & ~fg[vi, ui]
+    allowed = (votes < min_views).reshape(res, res, res)
+    return OccupancyGridState(state.density, state.occupied & allowed, jnp.asarray(allowed))

@@ -38,7 +38,7 @@ class RenderConfig:
 
     num_samples: int = 128
     """Samples per ray S, spread evenly over the ray's segment inside the scene box."""
-    sample_budget: int = 2**17
+    sample_budget: int = 2**16
     """Field evaluations per training batch K; rays that do not fit are skipped."""
     min_transmittance: float = 1e-4
     """Early termination: samples seen through less than this are not shaded."""

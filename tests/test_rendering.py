@@ -146,3 +146,25 @@ def test_render_image_with_early_termination_matches_dense_rendering():
     assert img["rgb"].shape == (20, 24, 3) and img["opacity"].max() > 0.99
     # opaque rays stop early: fewer shaded samples than marched ones
     assert np.mean(img["samples"][img["opacity"] > 0.999] < 40) > 0.8
+
+
+def test_visual_hull_carving_keeps_the_object_and_removes_background():
+    from sparsefield.cameras import orbit_poses
+    from sparsefield.renderers.occupancy_grid import carve_visual_hull
+
+    poses = orbit_poses([0, 0, 0], 3.0, 20.0, 6)
+    cams = make_cameras(poses, fov_x=0.9, width=40, height=40)
+    masks = []
+    for k in range(6):  # alpha mask of a ball of radius 0.5 at the origin
+        o, d = image_rays(cams[k])
+        b = jnp.sum(o * d, -1)
+        disc = b**2 - (jnp.sum(o * o, -1) - 0.25)
+        masks.append(np.asarray(disc > 0, np.float32))
+    config = OccupancyGridConfig(resolution=16)
+    grid = carve_visual_hull(init_occupancy(config), cams, np.stack(masks), np.asarray(BOX))
+    allowed = np.asarray(grid.allowed)
+    centres = (np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1
+    r = np.linalg.norm(centres, axis=-1)
+    assert allowed[r < 0.55].all()  # every cell touching the ball survives
+    assert allowed.mean() < 0.35 and not allowed[r > 1.2].any()
+    assert not np.asarray(grid.occupied)[~allowed].any()
