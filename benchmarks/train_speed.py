@@ -136,9 +136,9 @@ def main() -> None:
         print(json.dumps(measure(args.warm, args.steps)))
         return
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from sparsefield.launch import _SEARCH
+    from sparsefield.launch import find_allocator
 
-    tcmalloc = next((p for p in _SEARCH if os.path.exists(p)), None)
+    tcmalloc = find_allocator()
     rows = {"system malloc": run_child(None, args)}
     if tcmalloc:
         rows["tcmalloc"] = run_child(tcmalloc, args)

@@ -121,8 +121,7 @@ def _density_pass(density_fn, params, origins, directions, bbox, grid, num_sampl
 
 @functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget"))
 def _color_pass(field_fn, params, origins, directions, bbox, sigma, visible, background, num_samples, budget):
-    t, deltas = sample_stratified(*intersect_box(origins, directions, bbox[0], bbox[1])[:2], num_samples, None)
-    x = origins[:, None, :] + t[..., None] * directions[:, None, :]
+    t, deltas, x, _ = march(origins, directions, bbox, None, num_samples, None)
     index, valid, _ = pack_samples(visible, budget)
     _, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
     rgb = unpack(rgb, index, valid, visible.shape)
