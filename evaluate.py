@@ -34,7 +34,7 @@ class LoadedRun:
 
     def render(self, camera: Cameras, background) -> dict[str, np.ndarray]:
         return render_image(
-            self.field.__call__, self.field.sigma, self.state.params, camera,
+            self.field.__call__, self.state.params, camera,
             self.facts["bbox"], self.state.grid, self.config.render, background,
         )
 

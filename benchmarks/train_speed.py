@@ -92,7 +92,7 @@ def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
         train_time += time.perf_counter() - t0
         if (step + 1) % every == 0:
             psnr = np.mean([
-                float(metrics.psnr(render_image(field.__call__, field.sigma, state.params, scene.cameras[int(i)],
+                float(metrics.psnr(render_image(field.__call__, state.params, scene.cameras[int(i)],
                                                 scene.bbox, state.grid, config.render, scene.background)["rgb"],
                                    scene.images[i]))
                 for i in test

@@ -100,7 +100,8 @@ def update_occupancy(
 def carve_visual_hull(
     state: OccupancyGridState, cameras, masks: np.ndarray, bbox: np.ndarray, min_views: int = 1
 ) -> OccupancyGridState:
-    """Forbid cells that at least ``min_views`` views see as background.
+    """Forbid cells that at least ``min_views`` views see as background, and cells that
+    no view sees at all (nothing supervises them; they only make floaters in new views).
 
     A cell is background in a view when it projects inside the image and the view's
     alpha mask, dilated by the cell's projected radius, is below 0.5 there: the dilation
@@ -119,6 +120,7 @@ def carve_visual_hull(
     idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
     centres = bbox[0] + (idx + 0.5) * cell
     votes = np.zeros(len(centres), np.int32)
+    seen = np.zeros(len(centres), bool)
     c2w = np.asarray(cameras.c2w, np.float64)
     for k in range(len(masks)):
         rot, origin = c2w[k, :3, :3], c2w[k, :3, 3]
@@ -133,5 +135,6 @@ def carve_visual_hull(
         inside = (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         ui, vi = np.clip(u.astype(int), 0, w - 1), np.clip(v.astype(int), 0, h - 1)
         votes += inside & ~fg[vi, ui]
-    allowed = (votes < min_views).reshape(res, res, res)
+        seen |= inside
+    allowed = ((votes < min_views) & seen).reshape(res, res, res)
     return OccupancyGridState(state.density, state.occupied & allowed, jnp.asarray(allowed))

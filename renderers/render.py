@@ -1,19 +1,19 @@
 """Ray marching with empty-space skipping, for training batches and whole images.
 
-The renderer knows nothing about encodings: it receives the field as callables,
-``field_fn(x [N, 3], d [N, 3]) -> (sigma [N], rgb [N, 3])`` and
-``density_fn(x [N, 3]) -> sigma [N]``, in world coordinates.
+The renderer knows nothing about encodings: it receives the field as a callable,
+``field_fn(x [N, 3], d [N, 3]) -> (sigma [N], rgb [N, 3])``, in world coordinates.
 
 Training (`render_rays`, inside jit): ``S`` stratified samples per ray inside the box,
 occupancy test, the occupied ones packed into a budget of ``K`` and evaluated, then
 scattered back and composited densely.
 
-Images (`render_image`, outside jit, chunked): the same march in two passes. Pass one
-evaluates densities at occupied samples; samples behind the point where transmittance
-falls below ``min_transmittance`` are dropped (early ray termination), and pass two
-evaluates colour only where it can still be seen. Buffer sizes are rounded up to powers
-of two, so a handful of compiled shapes serve every chunk, and memory is bounded by
-``chunk * S`` whatever the image size.
+Images (`render_image`, outside jit, chunked): the same march, without a budget. A cheap
+first pass counts the occupied samples of a chunk; the field then runs on exactly those,
+packed into a buffer rounded up to a power of two, so a handful of compiled shapes serve
+every chunk and memory is bounded by ``chunk * S`` whatever the image size. (A variant
+that first evaluated density only and shaded just the samples still visible through
+``min_transmittance`` lost more to its second march than it saved: 1.6 s against 1.35 s
+per 400x400 view of the demo scene on a 2-core CPU.)
 """
 
 from __future__ import annotations
@@ -109,52 +109,40 @@ def _march_count(origins, directions, bbox, grid, num_samples):
     return jnp.sum(mask)
 
 
-@functools.partial(jax.jit, static_argnames=("density_fn", "num_samples", "budget"))
-def _density_pass(density_fn, params, origins, directions, bbox, grid, num_samples, budget, min_trans):
+@functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget"))
+def _field_pass(field_fn, params, origins, directions, bbox, grid, background, num_samples, budget, min_trans):
     t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None)
     index, valid, _ = pack_samples(mask, budget)
-    sigma = unpack(density_fn(params, x.reshape(-1, 3)[index]), index, valid, mask.shape)
-    _, trans = composite_weights(sigma, deltas)
-    visible = mask & (trans > min_trans)
-    return jnp.where(visible, sigma, 0.0), visible
-
-
-@functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget"))
-def _color_pass(field_fn, params, origins, directions, bbox, sigma, visible, background, num_samples, budget):
-    t, deltas, x, _ = march(origins, directions, bbox, None, num_samples, None)
-    index, valid, _ = pack_samples(visible, budget)
-    _, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
-    rgb = unpack(rgb, index, valid, visible.shape)
+    sigma, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
+    sigma = unpack(sigma, index, valid, mask.shape)
+    rgb = unpack(rgb, index, valid, mask.shape)
     out = composite(sigma, rgb, t, deltas, background)
+    _, trans = composite_weights(sigma, deltas)
+    out["samples"] = jnp.sum(mask & (trans > min_trans), axis=-1)
     del out["weights"]
     return out
 
 
-def render_chunk(field_fn, density_fn, params, origins, directions, bbox, grid, config, background):
-    """Render one chunk of rays (inference, two passes with early termination)."""
+def render_chunk(field_fn, params, origins, directions, bbox, grid, config, background):
+    """Render one chunk of rays (inference): count the occupied samples, then evaluate
+    the field on exactly those, packed into a power-of-two buffer."""
     n = int(_march_count(origins, directions, bbox, grid, config.num_samples))
-    sigma, visible = _density_pass(
-        density_fn, params, origins, directions, bbox, grid, config.num_samples, _bucket(n),
-        config.min_transmittance,
+    return _field_pass(
+        field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
+        _bucket(n), config.min_transmittance,
     )
-    n_visible = int(jnp.sum(visible))
-    out = _color_pass(
-        field_fn, params, origins, directions, bbox, sigma, visible, background,
-        config.num_samples, _bucket(n_visible),
-    )
-    out["samples"] = jnp.sum(visible, axis=-1)
-    return out
 
 
 def render_image(
-    field_fn, density_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background
+    field_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background
 ) -> dict[str, np.ndarray]:
     """Render one camera: ``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` and
-    ``samples [H, W]`` (shaded samples per ray), as numpy arrays.
+    ``samples [H, W]`` (occupied samples per ray seen through more than
+    ``min_transmittance``: the ones that matter), as numpy arrays.
 
-    Here the field callables take the parameters first, ``field_fn(params, x, d)`` and
-    ``density_fn(params, x)``, and must be hashable (static jit arguments, e.g. bound
-    methods of a frozen field): the same objects reuse compiled code across calls.
+    Here the field callable takes the parameters first, ``field_fn(params, x, d)``, and
+    must be hashable (a static jit argument, e.g. a bound method of a frozen field): the
+    same object reuses compiled code across calls.
     """
     origins, directions = image_rays(camera)
     origins = origins.reshape(-1, 3)
@@ -169,7 +157,7 @@ def render_image(
     parts = []
     for start in range(0, total + pad, chunk):
         sl = slice(start, start + chunk)
-        out = render_chunk(field_fn, density_fn, params, origins[sl], directions[sl], bbox, grid, config, background)
+        out = render_chunk(field_fn, params, origins[sl], directions[sl], bbox, grid, config, background)
         parts.append(jax.device_get(out))
     merged = {k: np.concatenate([p[k] for p in parts])[:total] for k in parts[0]}
     shape = (camera.height, camera.width)

@@ -1,0 +1,71 @@
+"""Chamfer distance between an exported mesh and the demo scene's ground-truth surface.
+
+    python benchmarks/mesh_quality.py --run runs/demo          # a trained run
+    python benchmarks/mesh_quality.py                          # trains the default config first
+
+The mesh is exported exactly as ``sparsefield export`` does (marching cubes over the
+density, floaters removed); points sampled uniformly on it are compared with the points
+the generator sampled on the scene's outer surface (``surface_points.npy``). The figure
+is the symmetric Chamfer distance (mean of accuracy and completeness, not squared),
+also as a percentage of the scene box diagonal; the target is under 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None, help="trained run (default: train one now)")
+    parser.add_argument("--resolution", type=int, default=256, help="marching-cubes points per axis")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[5.0, 10.0, 20.0],
+                        help="density iso-levels to compare (the export default is 10)")
+    parser.add_argument("--points", type=int, default=200_000, help="points sampled on the mesh")
+    args = parser.parse_args()
+
+    from sparsefield import evaluate
+    from sparsefield.renderers.mesh import chamfer_distance, sample_points
+
+    run = args.run
+    if run is None:
+        from sparsefield import runs
+
+        train_mod = _train_module()
+        run = Path(tempfile.mkdtemp(prefix="sparsefield-mesh-")) / "run"
+        train_mod.train(runs.RunConfig(out=run))
+    loaded = evaluate.load_run(run)
+    truth_file = Path(loaded.config.data) / "surface_points.npy"
+    if not truth_file.exists():
+        raise SystemExit(f"error: {truth_file}: no ground-truth surface points (only generated scenes have them)")
+    truth = np.load(truth_file)
+    lo, hi = np.asarray(loaded.facts["bbox"], np.float64)
+    diagonal = float(np.linalg.norm(hi - lo))
+    print(f"run {run}, box diagonal {diagonal:.3f}, {len(truth):,} ground-truth points")
+    print(f"{'threshold':>9s} {'vertices':>9s} {'chamfer':>9s} {'% of diag':>9s}")
+    for threshold in args.thresholds:
+        out = Path(run) / f"mesh_t{threshold:g}.ply"
+        evaluate.export_mesh(evaluate.ExportArgs(run=Path(run), out=out, resolution=args.resolution,
+                                                 threshold=threshold))
+        mesh = trimesh.load(out, process=False)
+        cd = chamfer_distance(sample_points(mesh, args.points), truth)
+        print(f"{threshold:9g} {len(mesh.vertices):9,d} {cd:9.4f} {100 * cd / diagonal:8.2f}%", flush=True)
+
+
+def _train_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "train.py"
+    spec = importlib.util.spec_from_file_location("sparsefield_train_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if __name__ == "__main__":
+    main()
