@@ -12,14 +12,12 @@ import dataclasses
 import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
-from PIL import Image
 
 from sparsefield.cameras import Cameras
+from sparsefield.datasets.images import IMAGE_SUFFIXES, inside, load_images, one_line
 from sparsefield.datasets.scene import DatasetError, SceneData
 
 SPLITS = ("train", "val", "test")
@@ -27,7 +25,7 @@ DEFAULT_BBOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 DEFAULT_NEAR, DEFAULT_FAR = 2.0, 6.0
 _INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy", "w", "h")
 # NeRF-synthetic writes `file_path` without an extension; these are tried in order.
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_IMAGE_SUFFIXES = IMAGE_SUFFIXES
 _TOL = 1e-3
 
 
@@ -114,7 +112,7 @@ def _read_json(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"cannot read file ({_one_line(e)})") from None
+        raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
@@ -175,7 +173,7 @@ def _resolve_image(file_path, root: Path, path: Path, k: int) -> tuple[Path, str
     candidates = [base] + [base.with_name(base.name + s) for s in _IMAGE_SUFFIXES]
     image = next((c for c in candidates if c.is_file()), base)
     # resolve() follows `..` and symlinks, so a link pointing elsewhere is caught too.
-    if not image.resolve().is_relative_to(root.resolve()):
+    if not inside(image, root):
         raise DatasetError(
             path, f"frame {k}: file_path '{file_path}' points outside the dataset folder"
         )
@@ -212,61 +210,18 @@ def _check_pose(matrix, path: Path, k: int) -> np.ndarray:
 
 
 def _load_images(frames, scale, background):
-    """Decode, check, composite and resize every frame's image into preallocated arrays.
-
-    Returns ``images [C, h, w, 3]``, ``masks [C, h, w]`` or None, and the full-resolution
-    ``(W, H)`` that the intrinsics refer to.
-
-    Arrays are filled in place by a thread pool (PNG decoding releases the GIL), so the
-    peak memory is one float copy of the dataset, not two.
-    """
-    first = _read_image(frames[0].image)
-    height, width = first.shape[:2]
-    out_w, out_h = int(round(width * scale)), int(round(height * scale))
-    images = np.empty((len(frames), out_h, out_w, 3), np.float32)
-    masks = np.ones((len(frames), out_h, out_w), np.float32)
-    ref = (frames[0].image, width, height)
-
-    def load_one(i: int) -> bool:
-        pixels = first if i == 0 else _read_image(frames[i].image)
-        _check_size(frames[i], pixels.shape[1], pixels.shape[0], ref)
-        rgb, alpha = _composite(pixels, background)
-        # Resizing is linear, so resizing the composited colour and alpha equals resizing
-        # premultiplied colour and alpha and compositing afterwards.
-        images[i] = _resize(rgb, out_w, out_h)
-        if alpha is not None:
-            masks[i] = _resize(alpha, out_w, out_h)
-        return alpha is not None
-
-    workers = min(8, os.cpu_count() or 1, len(frames))
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        has_alpha = list(pool.map(load_one, range(len(frames))))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return images, (masks if any(has_alpha) else None), (width, height)
+    """Decode every frame's image (see `load_images`), checking its size against the
+    frame's intrinsics; returns ``images``, ``masks`` and the full-resolution ``(W, H)``."""
+    return load_images(
+        [f.image for f in frames],
+        scale,
+        background,
+        check=lambda i, width, height: _check_size(frames[i], width, height),
+    )
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """``[H, W, C]`` float32 in [0, 1] with C in {1, 2, 3, 4}."""
-    try:
-        pixels = np.asarray(iio.imread(path))
-    except Exception as e:  # decoders raise many types; all mean "unreadable"
-        raise DatasetError(path, f"cannot read image ({_one_line(e)})") from None
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.size == 0:
-        raise DatasetError(path, f"unsupported image layout {pixels.shape}")
-    if pixels.dtype in (np.uint8, np.uint16):
-        return np.multiply(pixels, np.float32(1.0 / np.iinfo(pixels.dtype).max), dtype=np.float32)
-    if np.issubdtype(pixels.dtype, np.floating):
-        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
-    raise DatasetError(path, f"unsupported pixel type {pixels.dtype}")
-
-
-def _check_size(frame: _Frame, width: int, height: int, ref) -> None:
-    """All images share one size, which must agree with the frame's intrinsics."""
-    ref_path, ref_w, ref_h = ref
+def _check_size(frame: _Frame, width: int, height: int) -> None:
+    """The image size must agree with the frame's intrinsics (``w``/``h`` or ``cx``/``cy``)."""
     intr = frame.intrinsics
     if "w" in intr or "h" in intr:
         want_w, want_h = intr.get("w", width), intr.get("h", height)
@@ -287,47 +242,6 @@ def _check_size(frame: _Frame, width: int, height: int, ref) -> None:
                     f"image is {width}x{height} but {key}={intr[key]:g} in "
                     f"{frame.source.name} implies a size of about {2 * intr[key]:g} px",
                 )
-    if (width, height) != (ref_w, ref_h):
-        raise DatasetError(
-            frame.image,
-            f"image is {width}x{height} but {ref_path.name} is {ref_w}x{ref_h} "
-            "(all images must share one size)",
-        )
-
-
-def _composite(pixels: np.ndarray, background: np.ndarray):
-    """RGB on ``background`` and alpha (None if the image has no alpha channel)."""
-    channels = pixels.shape[2]
-    colour = pixels[..., :3] if channels >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
-    if channels in (1, 3):
-        return colour, None
-    alpha = pixels[..., -1]
-    # rgb * a + bg * (1 - a) == (rgb - bg) * a + bg, with one temporary instead of four.
-    out = colour - background
-    out *= alpha[..., None]
-    out += background
-    return out, alpha
-
-
-def _resize(x: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area-average ``x`` ``[H, W, ...]`` down to ``[height, width, ...]``.
-
-    PIL's BOX filter on float32 ("F") planes is exact area averaging for any factor
-    (a plain box filter for integer divisors) and several times faster than numpy.
-    """
-    h, w = x.shape[:2]
-    if (w, h) == (width, height):
-        return x
-    planes = x.reshape(h, w, -1)
-    out = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(planes[..., c])).resize(
-                (width, height), Image.Resampling.BOX
-            )
-        )
-        for c in range(planes.shape[2])
-    ]
-    return np.stack(out, axis=-1).reshape(height, width, *x.shape[2:])
 
 
 def _make_cameras(frames, width: int, height: int) -> Cameras:
@@ -374,7 +288,3 @@ def _scene_bounds(meta: dict, path: Path) -> tuple[np.ndarray, float, float]:
             path, f"'near' and 'far' must satisfy 0 <= near < far, got {near!r}, {far!r}"
         )
     return bbox, float(near), float(far)
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())

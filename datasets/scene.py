@@ -33,6 +33,15 @@ class SceneData:
         background: ``[3]`` colour the images were composited on.
         root: dataset folder.
         names: one name per image (its file path relative to ``root``).
+        ndc: forward-facing capture (LLFF): rays should be mapped to normalised device
+            coordinates (NeRF's ``ndc_rays`` with the near plane at camera-space
+            ``z = -1``), where the scene fills ``[-1, 1]^3`` and ``t`` runs over [0, 1].
+            ``near``, ``far`` and ``bbox`` stay in world units for renderers that march
+            in world space.
+        object_masks: ``[C, H, W]`` float32 in {0, 1}, 1 on the object, or None. Unlike
+            ``masks`` the images are *not* composited with them (the photo background is
+            real), so they must not drive background swapping or visual-hull carving;
+            they select the pixels of masked metrics (DTU).
     """
 
     images: np.ndarray
@@ -45,6 +54,8 @@ class SceneData:
     background: np.ndarray
     root: Path
     names: list[str]
+    ndc: bool = False
+    object_masks: np.ndarray | None = None
 
     def split(self, name: str) -> np.ndarray:
         """Indices of one split; raises `DatasetError` if it is missing or empty."""

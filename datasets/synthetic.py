@@ -2,7 +2,8 @@
 
 Owns scene descriptions (frozen dataclasses of textured primitives, a light and a camera
 `Rig`), an exact numpy ray caster, the scene SDF, the dataset writer (JSON, RGBA PNGs,
-``mesh.ply``, ``surface_points.npy``) and the cached demo scene. Cameras follow
+``mesh.ply``, ``surface_points.npy``), the LLFF-style forward-facing writer
+(`generate_forward_scene`) and the cached demo scene. Cameras follow
 `sparsefield.cameras` (OpenGL), world +Z is up, depth is ``t`` along the unit ray. Shading
 is Blinn-Phong under a white directional light ``l``: ``rgb = albedo (k_a + (1 - k_a)
 max(n.l, 0)) + k_s [n.l > 0] max(n.h, 0)^shininess``, ``h = normalize(l - d)``, so colour
@@ -12,6 +13,7 @@ depends on the view direction ``d``. New scenes are `SCENES` entries, new layout
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -24,7 +26,9 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from sparsefield.cameras import look_at, orbit_poses
+from sparsefield.cameras import look_at, make_cameras, orbit_poses
+from sparsefield.datasets.images import resize
+from sparsefield.datasets.writers import save_png, write_llff
 
 GENERATOR_VERSION = "2"
 """Bump whenever the written data changes, so cached demo scenes are regenerated."""
@@ -533,6 +537,65 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
         os.replace(dest, old / "previous")
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardRig:
+    """LLFF-style forward-facing capture: cameras uniform on a ``spread`` (x, z) rectangle of
+    the plane ``y = -distance``, each looking at the origin, in front of a textured backdrop
+    wall whose front face is the plane ``y = backdrop`` (so every pixel sees content and the
+    far bound is finite); ``fov_x`` in radians."""
+
+    distance: float = 4.0
+    spread: tuple[float, float] = (1.2, 0.8)
+    fov_x: float = BLENDER_FOV_X
+    backdrop: float = 2.0
+
+
+def generate_forward_scene(
+    out_dir, name: str = "demo", n_views: int = 20, width: int = 64, height: int = 48,
+    seed: int = 0, supersample: int = 2, rig: ForwardRig = ForwardRig(), factors: tuple[int, ...] = (),
+) -> Path:
+    """Render `SCENES[name]` before a backdrop into ``out_dir`` as an LLFF dataset.
+
+    Writes ``poses_bounds.npy`` (see `sparsefield.datasets.writers.write_llff`) with each
+    view's near / far bounds the min / max camera-space depth ``z = t / sqrt(x^2 + y^2 + 1)``
+    of its rendered pixels, ``images/image_<k>.png`` (RGB) and, for each ``k`` in
+    ``factors``, ``images_<k>/`` area-downscaled by ``k``, as LLFF ships them. Written to a
+    temporary sibling folder and renamed into place, like `generate_scene`.
+
+    Returns:
+        ``Path(out_dir)``.
+    """
+    if name not in SCENES:
+        raise ValueError(f"unknown synthetic scene {name!r}; known: {sorted(SCENES)}")
+    wall = Box(half_extents=(8.0, 0.05, 8.0), center=(0.0, rig.backdrop + 0.05, 0.0),
+               material=_M("checker", (0.75, 0.7, 0.6), (0.35, 0.4, 0.5), 1.5, 0.0, 8.0))
+    scene = dataclasses.replace(SCENES[name], primitives=SCENES[name].primitives + (wall,))
+    rng = np.random.default_rng(seed)
+    offsets = rng.uniform(-0.5, 0.5, (n_views, 2)) * np.asarray(rig.spread)
+    poses = np.stack([look_at((x, -rig.distance, z), (0.0, 0.0, 0.0)) for x, z in offsets])
+    rgb, alpha, depth = render_views(scene, poses, rig.fov_x, width, height, supersample)
+    focal = 0.5 * width / math.tan(0.5 * rig.fov_x)
+    iy, ix = np.indices((height, width)) + 0.5
+    z = depth / np.sqrt(((ix - width / 2) / focal) ** 2 + ((iy - height / 2) / focal) ** 2 + 1.0)
+    hit = alpha > 0.5
+    bounds = np.stack([[zk[hk].min(), zk[hk].max()] for zk, hk in zip(z, hit)])
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        pixels = rgb * alpha[..., None]
+        write_llff(tmp, make_cameras(poses, rig.fov_x, width, height), pixels, bounds)
+        for k, (i, image) in itertools.product(factors, enumerate(pixels)):
+            small = resize(image, round(width / k), round(height / k))
+            save_png(tmp / f"images_{k}" / f"image_{i:03d}.png", small)
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def demo_scene_path(resolution: int = 400) -> Path:

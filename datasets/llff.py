@@ -1,0 +1,179 @@
+"""Loader for LLFF forward-facing captures (``poses_bounds.npy`` + ``images/``).
+
+Owns reading and validating ``poses_bounds.npy``, the standard LLFF pose pipeline of
+NeRF / RegNeRF (axis fix, ``bd_factor`` rescale, recentring), choosing the ``images_<k>``
+folder for a scale factor, the every-8th-image test split, and the NDC flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sparsefield.datasets.images import (
+    downscale_folder,
+    find_images,
+    load_images,
+    one_line,
+    reduced_size_check,
+)
+from sparsefield.datasets.poses import check_rotation, frustum_box, llff_to_opengl, pinhole_cameras
+from sparsefield.datasets.scene import DatasetError, SceneData
+
+LLFF_HOLD = 8
+"""Every 8th image (0, 8, 16, ...) is a test image (NeRF's and RegNeRF's ``llffhold``)."""
+BD_FACTOR = 0.75
+"""Poses and bounds are scaled by ``1 / (min(bounds) * bd_factor)``: nearest content at 1/0.75."""
+
+
+def is_llff(path) -> bool:
+    """True if ``path`` is a folder holding ``poses_bounds.npy``."""
+    return (Path(path) / "poses_bounds.npy").is_file()
+
+
+def load_llff(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
+    """Load an LLFF scene the way NeRF and RegNeRF do.
+
+    ``poses_bounds.npy`` holds one row of 17 numbers per image (images sorted by name):
+    a 3x5 matrix ``[R | t | hwf]`` (rotation columns [down, right, back], camera centre,
+    and the full-resolution height, width and focal length in pixels) and the image's
+    near / far depth bounds. The pipeline: columns to OpenGL ``[R1, -R0, R2]``; poses and
+    bounds times ``s = 1 / (0.75 min(bounds))``; recentring by the inverse of the average
+    pose (`recenter_poses`). Intrinsics: ``f / k`` with the principal point at the image
+    centre, ``k = 1 / scale``.
+
+    Args:
+        root: folder with ``poses_bounds.npy`` and ``images/`` (optionally ``images_<k>``,
+            used when ``scale = 1 / k``; otherwise ``images/`` is area-resized).
+        scale: image resize factor in (0, 1]; 0.125 is the standard 1/8 LLFF resolution.
+        background: ``[3]`` RGB that RGBA images are composited on.
+
+    Returns:
+        `SceneData` with ``ndc=True``; test = every 8th image, train = the rest, no val.
+        ``near = 0.9 min(bounds)``, ``far = max(bounds)`` (world units, as NeRF without
+        NDC); ``bbox`` is the box of all view frustums between near and far (renderers in
+        NDC use ``[-1, 1]^3`` instead).
+
+    Raises:
+        DatasetError: for a missing, malformed or inconsistent input.
+    """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    background = np.asarray(background, np.float32)
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(root, "dataset folder does not exist")
+    path = root / "poses_bounds.npy"
+    c2w, hwf, bounds = read_poses_bounds(path)
+    s = 1.0 / (bounds.min() * BD_FACTOR)
+    c2w[:, :, 3] *= s
+    bounds = bounds * s
+    c2w = recenter_poses(c2w)
+
+    folder, factor = downscale_folder(root, "images", scale)
+    files = _image_files(folder, len(c2w), path)
+    full_h, full_w = (int(round(v)) for v in hwf[0, :2])
+
+    says = f"{path.name} gives {full_w}x{full_h}"
+    check = reduced_size_check(files, (full_w, full_h), factor, folder, lambda i: says)
+    images, masks, (width, height) = load_images(files, scale * factor, background, check)
+    cameras = pinhole_cameras(
+        c2w, hwf[:, 2] / factor, hwf[:, 2] / factor, width / 2, height / 2, width, height
+    ).scaled(scale * factor)
+    ids = np.arange(len(files))
+    near, far = 0.9 * float(bounds.min()), float(bounds.max())
+    return SceneData(
+        images=images,
+        masks=masks,
+        cameras=cameras,
+        splits={
+            "train": ids[ids % LLFF_HOLD != 0],
+            "val": np.zeros(0, np.int64),
+            "test": ids[ids % LLFF_HOLD == 0],
+        },
+        bbox=frustum_box(cameras, near, far),
+        near=near,
+        far=far,
+        background=background,
+        root=root,
+        names=[f.relative_to(root).as_posix() for f in files],
+        ndc=True,
+    )
+
+
+def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated contents of ``poses_bounds.npy``.
+
+    Returns:
+        OpenGL camera-to-world ``[N, 3, 4]`` float64 (not yet rescaled or recentred),
+        ``hwf`` ``[N, 3]`` (height, width, focal) and ``bounds`` ``[N, 2]`` (near, far).
+    """
+    if not path.is_file():
+        raise DatasetError(path, "missing poses_bounds.npy")
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError, OSError, EOFError, ... for bad files
+        raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
+    if (
+        raw.ndim != 2
+        or raw.shape[1] != 17
+        or raw.shape[0] == 0
+        or not np.issubdtype(raw.dtype, np.number)
+    ):
+        raise DatasetError(
+            path,
+            f"expected an N x 17 numeric array (3x5 pose [R | t | hwf] and near, far per image), "
+            f"got shape {raw.shape} of {raw.dtype}",
+        )
+    raw = raw.astype(np.float64)
+    for k, row in enumerate(raw):
+        if not np.all(np.isfinite(row)):
+            raise DatasetError(path, f"image {k}: non-finite values")
+        pose = row[:15].reshape(3, 5)
+        check_rotation(pose[:, :3], path, f"image {k}")
+        if not np.all(pose[:, 4] > 0):
+            raise DatasetError(
+                path,
+                f"image {k}: height, width and focal must be positive, got {pose[:, 4].tolist()}",
+            )
+        if not 0 < row[15] < row[16]:
+            raise DatasetError(
+                path, f"image {k}: bounds must satisfy 0 < near < far, got {row[15]:g}, {row[16]:g}"
+            )
+    poses = raw[:, :15].reshape(-1, 3, 5)
+    if not np.allclose(poses[:, :2, 4], poses[0, :2, 4]):
+        raise DatasetError(
+            path, "images have different heights / widths (all images must share one size)"
+        )
+    return llff_to_opengl(poses[:, :, :4]), poses[:, :, 4], raw[:, 15:]
+
+
+def recenter_poses(c2w: np.ndarray) -> np.ndarray:
+    """Express ``[N, 3, 4]`` poses relative to their average pose (LLFF's ``recenter_poses``).
+
+    The average pose sits at the mean camera centre with ``z = normalize(sum of back axes)``,
+    ``x = normalize(up_sum x z)``, ``y = z x x`` (``up_sum`` the sum of up axes);
+    each pose is left-multiplied by its inverse, so the average camera becomes the identity.
+    """
+    center = c2w[:, :, 3].mean(0)
+    z = _normalize(c2w[:, :, 2].sum(0))
+    x = _normalize(np.cross(c2w[:, :, 1].sum(0), z))
+    y = _normalize(np.cross(z, x))
+    avg = np.eye(4)
+    avg[:3] = np.stack([x, y, z, center], axis=1)
+    homog = np.concatenate([c2w, np.broadcast_to([0.0, 0.0, 0.0, 1.0], (len(c2w), 1, 4))], axis=1)
+    return (np.linalg.inv(avg) @ homog)[:, :3]
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _image_files(folder: Path, count: int, path: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetError(folder, "image folder not found")
+    files = find_images(folder)
+    if len(files) != count:
+        raise DatasetError(folder, f"holds {len(files)} images but {path.name} has {count} poses")
+    return files
