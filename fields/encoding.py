@@ -8,7 +8,7 @@ An encoding maps points ``x`` in ``[0, 1]^D`` (any batch shape) to features:
 
 Encodings are frozen dataclasses: the dataclass is both the user-facing config (tyro
 turns its fields into flags) and the implementation. A field picks one through the
-`Encoding` union, so swapping encodings is one flag: ``--field.encoding hash-grid``.
+`Encoding` union, so swapping encodings is one flag: ``--field.encoding hash``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import jax
 
 from sparsefield.fields.frequency import Frequency
 from sparsefield.fields.grid import HashGrid
+from sparsefield.fields.simplex import SimplexGrid
+from sparsefield.fields.voxel import VoxelGrid
 
 
 @runtime_checkable
@@ -33,7 +35,7 @@ class EncodingLike(Protocol):
     def apply(self, params, x: jax.Array) -> jax.Array: ...
 
 
-Encoding = HashGrid | Frequency
+Encoding = HashGrid | SimplexGrid | VoxelGrid | Frequency
 """Union of the positional encodings a field can use (tyro subcommands)."""
 
-ALL_ENCODINGS: tuple[type, ...] = (HashGrid, Frequency)
+ALL_ENCODINGS: tuple[type, ...] = (HashGrid, SimplexGrid, VoxelGrid, Frequency)

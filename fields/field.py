@@ -21,6 +21,8 @@ from sparsefield.fields.frequency import Frequency
 from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.mlp import apply_mlp, init_mlp
 from sparsefield.fields.sh import SphericalHarmonics
+from sparsefield.fields.simplex import SimplexGrid
+from sparsefield.fields.voxel import VoxelGrid
 
 
 @jax.custom_jvp
@@ -43,6 +45,8 @@ DENSITY_ACTIVATIONS = {
 
 PositionEncoding = (
     Annotated[HashGrid, tyro.conf.subcommand("hash")]
+    | Annotated[SimplexGrid, tyro.conf.subcommand("simplex")]
+    | Annotated[VoxelGrid, tyro.conf.subcommand("voxel")]
     | Annotated[Frequency, tyro.conf.subcommand("frequency")]
 )
 DirectionEncoding = (
@@ -98,11 +102,24 @@ class RadianceField:
     def density(
         self, params: dict, x: Float[Array, "... 3"]
     ) -> tuple[Float[Array, "..."], Float[Array, "... G"]]:
-        """Density ``sigma(x)`` (1 / world length) and geometry features."""
-        feats = self.config.encoding.apply(params["encoding"], self.normalize(x))
+        """Density ``sigma(x)`` (1 / world length) and geometry features.
+
+        A `VoxelGrid` takes its density from the grid itself (DVGO's post-activation
+        interpolation); the density MLP then only makes the geometry features.
+        """
+        enc = self.config.encoding
+        feats = enc.apply(params["encoding"], self.normalize(x))
         out = apply_mlp(params["density_mlp"], feats)
+        if isinstance(enc, VoxelGrid):
+            return enc.density(feats, self.box_size), out[..., 1:]
         sigma = DENSITY_ACTIVATIONS[self.config.density_activation](out[..., 0])
         return sigma, out[..., 1:]
+
+    @property
+    def box_size(self) -> float:
+        """Side of the scene box in world units (geometric mean of its extents)."""
+        lo, hi = np.asarray(self.bbox, np.float64)
+        return float(np.prod(hi - lo) ** (1.0 / 3.0))
 
     def sigma(self, params: dict, x: Float[Array, "... 3"]) -> Float[Array, "..."]:
         """Density only: the ``density_fn`` the renderer and mesh extractor use."""

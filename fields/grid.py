@@ -51,16 +51,25 @@ def cube_vertices(pos: Float[Array, "N D"], res: int):
         A list of ``V`` pairs ``(corner [N, D] uint32, weight [N])`` with multilinear
         weights ``w = prod_i (o_i ? f_i : 1 - f_i)``, ``f = pos - floor(pos)``; they sum to 1.
     """
-    base = jnp.clip(jnp.floor(pos), 0, res - 1)
-    frac = pos - base
-    base = base.astype(jnp.uint32)
+    # Per-axis columns and explicit products: a reduction over the tiny D axis would cut
+    # XLA's fusion (CPU: a library call per level) and cost more than the gathers.
+    cols = [pos[:, i] for i in range(pos.shape[-1])]
+    base = [jnp.clip(jnp.floor(c), 0, res - 1) for c in cols]
+    frac = [c - b for c, b in zip(cols, base)]
+    base = [b.astype(jnp.uint32) for b in base]
     out = []
-    for offset in itertools.product((0, 1), repeat=pos.shape[-1]):
-        o = np.asarray(offset)
-        corner = base + o.astype(np.uint32)
-        weight = jnp.prod(jnp.where(o == 1, frac, 1.0 - frac), axis=-1)
+    for offset in itertools.product((0, 1), repeat=len(cols)):
+        terms = [f if o else 1.0 - f for o, f in zip(offset, frac)]
+        weight = functools.reduce(jnp.multiply, terms)
+        corner = jnp.stack([b + np.uint32(o) for b, o in zip(base, offset)], axis=-1)
         out.append((corner, weight))
     return out
+
+
+def cube_lattice_res(res: int, dim: int) -> int:
+    """Largest vertex coordinate per axis of the cube lattice at resolution ``N_l``: ``N_l``."""
+    del dim
+    return res
 
 
 def grid_index(corner: Int[Array, "N D"], res: int, table_size: int, hashed: bool) -> Int[Array, " N"]:
@@ -68,20 +77,21 @@ def grid_index(corner: Int[Array, "N D"], res: int, table_size: int, hashed: boo
 
     Dense row-major ``sum_i c_i (N_l + 1)^i`` when the level's ``(N_l + 1)^D`` vertices
     fit in ``T`` rows; otherwise the spatial hash ``(XOR_i c_i pi_i) mod T`` (``hashed``)
-    or an error (dense grids must fit).
+    or an error (dense grids must fit). Rows are uint32: unsigned indices spare every
+    gather and scatter the negative-index wrap-around that signed ones get.
     """
     dim = corner.shape[-1]
     if (res + 1) ** dim <= table_size:
         row = corner[:, 0]
         for i in range(1, dim):
             row = row + corner[:, i] * np.uint32((res + 1) ** i)
-        return row.astype(jnp.int32)
+        return row
     if not hashed:
         raise ValueError(f"a dense level of resolution {res} needs {(res + 1) ** dim} rows > T")
     row = corner[:, 0] * np.uint32(HASH_PRIMES[0])
     for i in range(1, dim):
         row = row ^ (corner[:, i] * np.uint32(HASH_PRIMES[i]))
-    return (row & np.uint32(table_size - 1)).astype(jnp.int32)
+    return row & np.uint32(table_size - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +102,17 @@ class GridSpec:
     table_size: int
     kernel: Callable = cube_vertices
     hashed: bool = True
+    lattice_res: Callable[[int, int], int] = cube_lattice_res
+    """``(N_l, D) -> `` the largest vertex coordinate per axis the kernel emits; the index
+    function stores a level densely when ``(lattice_res + 1)^D <= T``."""
 
     def corners(self, x: Float[Array, "N D"]):
         """Yield ``(level, flat_row [N], weight [N])`` for every level and vertex."""
         for level, res in enumerate(self.resolutions):
+            extent = self.lattice_res(res, x.shape[-1])
             for corner, weight in self.kernel(x * res, res):
-                row = grid_index(corner, res, self.table_size, self.hashed)
-                yield level, row + level * self.table_size, weight
+                row = grid_index(corner, extent, self.table_size, self.hashed)
+                yield level, row + np.uint32(level * self.table_size), weight
 
 
 def grid_encode(spec: GridSpec, table: Float[Array, "L T F"], x: Float[Array, "N D"]):
@@ -196,6 +210,11 @@ class HashGrid:
         table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
         return {"table": table}
 
+    @property
+    def spec(self) -> GridSpec:
+        """The grid core's description: cube kernel, dense or hashed levels."""
+        return GridSpec(tuple(int(r) for r in self.resolutions), self.table_size)
+
     def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
-        spec = GridSpec(tuple(int(r) for r in self.resolutions), self.table_size)
+        spec = self.spec
         return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))
