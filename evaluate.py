@@ -42,10 +42,11 @@ class LoadedRun:
 def load_run(run: Path) -> LoadedRun:
     """Read a run folder (config and latest checkpoint)."""
     config, facts = runs.load_config(run)
-    field = runs.make_field(config, np.asarray(facts["bbox"], np.float32))
     ckpt = runs.latest_checkpoint(run)
     if ckpt is None:
         raise runs.UsageError(f"{run}/checkpoints: the run has no checkpoint yet")
+    config = runs.at_step(config, runs.checkpoint_step(ckpt))
+    field = runs.make_field(config, np.asarray(facts["bbox"], np.float32))
     state = runs.load_checkpoint(ckpt, runs.init_state(config, field))
     return LoadedRun(Path(run), config, facts, field, state)
 

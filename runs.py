@@ -23,8 +23,10 @@ import numpy as np
 import optax
 import tyro
 
+from sparsefield.fields.encoding import ALL_ENCODINGS
 from sparsefield.fields.field import FieldConfig, RadianceField
-from sparsefield.fields.frequency import Frequency
+from sparsefield.fields.frequency import CoarseToFine, Frequency
+from sparsefield.fields.modulation import CAM
 from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.renderers.occupancy_grid import (
@@ -32,6 +34,7 @@ from sparsefield.renderers.occupancy_grid import (
     OccupancyGridState,
     init_occupancy,
 )
+from sparsefield.renderers.regularizers import Distortion, Regularizers, TotalVariation
 from sparsefield.renderers.render import RenderConfig
 
 
@@ -91,6 +94,8 @@ class RunConfig:
     ) = OccupancyGridConfig()
     """Empty-space skipping: ``occupancy:grid`` (default) or ``occupancy:none``."""
     optim: OptimConfig = OptimConfig()
+    reg: Regularizers = Regularizers()
+    """Loss terms besides the colour loss (sparse-view regularizers)."""
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -104,8 +109,8 @@ PRESETS: dict[str, RunConfig] = {
 
 CONFIG_CLASSES = {
     cls.__name__: cls
-    for cls in (RunConfig, FieldConfig, HashGrid, Frequency, SphericalHarmonics, RenderConfig,
-                OccupancyGridConfig, OptimConfig)
+    for cls in (RunConfig, FieldConfig, *ALL_ENCODINGS, SphericalHarmonics, RenderConfig,
+                OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 
@@ -121,14 +126,28 @@ class TrainState:
     grid: OccupancyGridState | None
 
 
+def at_step(config: RunConfig, step: int) -> RunConfig:
+    """The config as trained at ``step``: a progressive grid (DVGO) at that step's stage."""
+    enc = config.field.encoding
+    if not hasattr(enc, "stage_at"):
+        return config
+    staged = enc.at_stage(enc.stage_at(step))
+    return dataclasses.replace(config, field=dataclasses.replace(config.field, encoding=staged))
+
+
 def make_field(config: RunConfig, bbox: np.ndarray) -> RadianceField:
     """The radiance field of a run inside the scene box ``bbox [2, 3]``."""
     box = tuple(tuple(float(v) for v in row) for row in np.asarray(bbox))
     return RadianceField(config.field, box)
 
 
-def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformation:
-    """Adam (eps 1e-15) with linear warm-up then exponential decay over ``steps``."""
+def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
+    """Adam (eps 1e-15) with linear warm-up then exponential decay over ``run.steps``.
+
+    An encoding may ask for a larger step through ``lr_multiplier`` (DVGO trains its
+    voxel grids at 10x the MLP's learning rate).
+    """
+    config, steps = run.optim, run.steps
     decay_steps = max(1, steps - config.warmup_steps)
     schedule = optax.join_schedules(
         [
@@ -137,13 +156,20 @@ def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformat
         ],
         [config.warmup_steps],
     )
-    return optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
+    adam = optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
+    multiplier = getattr(run.field.encoding, "lr_multiplier", 1.0)
+    if multiplier == 1.0:
+        return adam
+    scale = optax.stateless(lambda updates, params=None: {
+        **updates, "encoding": jax.tree_util.tree_map(lambda u: u * multiplier, updates["encoding"])
+    })
+    return optax.chain(adam, scale)
 
 
 def init_state(config: RunConfig, field: RadianceField) -> TrainState:
     """Fresh parameters, optimiser state and occupancy grid for a run."""
     params = field.init(jax.random.PRNGKey(config.seed))
-    opt_state = make_optimizer(config.optim, config.steps).init(params)
+    opt_state = make_optimizer(config).init(params)
     grid = init_occupancy(config.occupancy) if config.occupancy is not None else None
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, grid)
 
@@ -230,6 +256,11 @@ def save_checkpoint(run: Path, state: TrainState, keep: int = 2) -> Path:
     for old in sorted(path.parent.glob("step_*.npz"))[:-keep]:
         old.unlink()
     return path
+
+
+def checkpoint_step(path: Path) -> int:
+    """The training step a checkpoint was written at (from its name)."""
+    return int(Path(path).stem.split("_")[-1])
 
 
 def latest_checkpoint(run: Path) -> Path | None:

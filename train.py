@@ -39,19 +39,26 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
     The loss is a dict of named terms (``rgb`` is the MSE over the rays that fit in the
     sample budget); their sum is minimised and each is logged by name.
     """
-    optimizer = runs.make_optimizer(config.optim, config.steps)
+    optimizer = runs.make_optimizer(config)
     box = jnp.asarray(bbox, jnp.float32)
-    step_size = float(np.linalg.norm(bbox[1] - bbox[0])) / config.render.num_samples
+    diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
+    step_size = diagonal / config.render.num_samples
+    terms = config.reg.terms()
 
-    def loss_fn(params, batch, grid, key):
+    def loss_fn(params, batch, grid, key, step):
+        progress = step / config.steps
         out = render_rays(
-            lambda x, d: field(params, x, d), batch["origins"], batch["directions"],
+            lambda x, d: field(params, x, d, progress), batch["origins"], batch["directions"],
             batch["background"], box, grid, config.render, key,
         )
         keep = out["complete"].astype(jnp.float32)
         rays = jnp.maximum(jnp.sum(keep), 1.0)
         sq_err = jnp.mean((out["rgb"] - batch["rgb"]) ** 2, axis=-1)
         losses = {"rgb": jnp.sum(sq_err * keep) / rays}
+        out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
+        out["encoding"], out["encoding_params"] = field.config.encoding, params["encoding"]
+        for name, term in terms.items():
+            losses[name] = term.weight_at(step) * term(out, batch, step)
         aux = {"losses": losses, "rays": jnp.sum(keep), "samples": out["num_samples"]}
         return sum(losses.values()), aux
 
@@ -69,7 +76,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
         grid = refresh_grid(state, k_grid)
         batch = sample_rays(data, k_rays, config.rays_per_batch, config.random_background)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, grid, k_march
+            state.params, batch, grid, k_march, state.step
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -104,6 +111,22 @@ def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray]:
     return scene, picked
 
 
+def grow(config: RunConfig, state: TrainState, step: int) -> TrainState:
+    """Move a progressive grid to the stage of ``step``: upsample its tables and restart
+    the optimiser moments (as DVGO does), keeping the learning-rate schedule's position."""
+    enc = config.field.encoding
+    old = runs.at_step(config, step - 1).field.encoding
+    params = dict(state.params)
+    params["encoding"] = enc.upsample(params["encoding"], enc.stage_at(step - 1), enc.stage_at(step))
+    opt_state = runs.make_optimizer(config).init(params)
+    opt_state = jax.tree_util.tree_map(
+        lambda x: jnp.full_like(x, step) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.integer) else x,
+        opt_state,
+    )
+    print(f"\nvoxel grid: {old.resolutions.tolist()} -> {runs.at_step(config, step).field.encoding.resolutions.tolist()}")
+    return TrainState(state.step, params, opt_state, state.grid)
+
+
 def train(config: RunConfig) -> Path:
     """Train a run (resuming it if ``config.out`` holds one) and evaluate it."""
     run = Path(config.out)
@@ -117,9 +140,10 @@ def train(config: RunConfig) -> Path:
     train_ids = scene.split("train")
     print(f"training views ({len(picked)}): {' '.join(str(i) for i in picked)}")
 
-    field = runs.make_field(config, scene.bbox)
-    state = runs.init_state(config, field)
     ckpt = runs.latest_checkpoint(run) if resumed else None
+    start = runs.checkpoint_step(ckpt) if ckpt is not None else 0
+    field = runs.make_field(runs.at_step(config, start), scene.bbox)
+    state = runs.init_state(runs.at_step(config, start), field)
     if ckpt is not None:
         state = runs.load_checkpoint(ckpt, state)
         print(f"resuming {run} from step {int(state.step)}")
@@ -150,7 +174,8 @@ def fit(config, field, scene, state, data, run: Path):
     """The training loop: progress bar, periodic eval, checkpoints, Ctrl-C safety."""
     from tqdm import tqdm
 
-    step_fn = make_train_step(config, field, scene.bbox)
+    staged = runs.at_step(config, int(state.step))
+    step_fn = make_train_step(staged, field, scene.bbox)
     base_key = jax.random.PRNGKey(config.seed + 1)
     history = evaluate.load_history(run)
     start = int(state.step)
@@ -161,6 +186,10 @@ def fit(config, field, scene, state, data, run: Path):
     t_last, rays_acc = time.perf_counter(), 0.0
     try:
         for step in range(start, config.steps):
+            if runs.at_step(config, step) != staged:
+                state, staged = grow(config, state, step), runs.at_step(config, step)
+                field = runs.make_field(staged, scene.bbox)
+                step_fn = make_train_step(staged, field, scene.bbox)
             state, metrics = step_fn(state, data, jax.random.fold_in(base_key, step))
             done = step + 1
             if done % 10 == 0 or done == config.steps:

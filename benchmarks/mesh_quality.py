@@ -68,4 +68,7 @@ def _train_module():
 
 
 if __name__ == "__main__":
+    from sparsefield.launch import ensure_fast_malloc
+
+    ensure_fast_malloc()
     main()

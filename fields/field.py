@@ -17,9 +17,10 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float
 
-from sparsefield.fields.frequency import Frequency
+from sparsefield.fields.frequency import CoarseToFine, Frequency
 from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.mlp import apply_mlp, init_mlp
+from sparsefield.fields.modulation import CAM
 from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.fields.simplex import SimplexGrid
 from sparsefield.fields.voxel import VoxelGrid
@@ -73,6 +74,10 @@ class FieldConfig:
     """Geometry features passed from the density MLP to the colour MLP."""
     density_activation: Literal["trunc_exp", "softplus"] = "trunc_exp"
     """Activation sigma = act(raw): truncated exp (Instant-NGP) or shifted softplus."""
+    coarse_to_fine: CoarseToFine | None = None
+    """FreeNeRF's mask on the encoding's octaves or grid levels (coarse first); off if None."""
+    cam: CAM | None = None
+    """Coordinate-aware modulation of the density MLP's hidden layer; off if None."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,15 +89,20 @@ class RadianceField:
 
     def init(self, key: jax.Array) -> dict:
         c = self.config
-        k_enc, k_dir, k_den, k_col = jax.random.split(key, 4)
+        k_enc, k_dir, k_den, k_col, k_cam = jax.random.split(key, 5)
         dens_sizes = [c.encoding.out_dim] + [c.hidden] * c.density_layers + [1 + c.geo_features]
         col_in = c.geo_features + c.direction_encoding.out_dim
-        return {
+        params = {
             "encoding": c.encoding.init(k_enc),
             "direction": c.direction_encoding.init(k_dir),
             "density_mlp": init_mlp(k_den, dens_sizes),
             "color_mlp": init_mlp(k_col, [col_in] + [c.hidden] * c.color_layers + [3]),
         }
+        if c.cam is not None:
+            if c.density_layers < 1:
+                raise ValueError("CAM modulates a hidden layer: needs density_layers >= 1")
+            params["cam"] = c.cam.init(k_cam, c.hidden)
+        return params
 
     def normalize(self, x: Float[Array, "... 3"]) -> Float[Array, "... 3"]:
         """World -> unit cube of the scene box, clipped to ``[0, 1]``."""
@@ -100,16 +110,26 @@ class RadianceField:
         return jnp.clip((x - lo) / (hi - lo), 0.0, 1.0)
 
     def density(
-        self, params: dict, x: Float[Array, "... 3"]
+        self, params: dict, x: Float[Array, "... 3"], progress=None
     ) -> tuple[Float[Array, "..."], Float[Array, "... G"]]:
         """Density ``sigma(x)`` (1 / world length) and geometry features.
 
+        ``progress`` (training step / total steps) drives the coarse-to-fine mask;
+        None (rendering a trained field) means every level is open.
         A `VoxelGrid` takes its density from the grid itself (DVGO's post-activation
         interpolation); the density MLP then only makes the geometry features.
         """
-        enc = self.config.encoding
-        feats = enc.apply(params["encoding"], self.normalize(x))
-        out = apply_mlp(params["density_mlp"], feats)
+        c = self.config
+        enc = c.encoding
+        unit = self.normalize(x)
+        feats = enc.apply(params["encoding"], unit)
+        mlp_in = feats
+        if c.coarse_to_fine is not None and progress is not None:
+            mlp_in = feats * c.coarse_to_fine.mask(enc.feature_levels, progress).astype(feats.dtype)
+        modulate = None
+        if c.cam is not None:
+            modulate = lambda h: c.cam.modulate(params["cam"], unit, h)  # noqa: E731
+        out = apply_mlp(params["density_mlp"], mlp_in, modulate)
         if isinstance(enc, VoxelGrid):
             return enc.density(feats, self.box_size), out[..., 1:]
         sigma = DENSITY_ACTIVATIONS[self.config.density_activation](out[..., 0])
@@ -135,9 +155,9 @@ class RadianceField:
         return jax.nn.sigmoid(apply_mlp(params["color_mlp"], h))
 
     def __call__(
-        self, params: dict, x: Float[Array, "... 3"], d: Float[Array, "... 3"]
+        self, params: dict, x: Float[Array, "... 3"], d: Float[Array, "... 3"], progress=None
     ) -> tuple[Float[Array, "..."], Float[Array, "... 3"]]:
-        sigma, geo = self.density(params, x)
+        sigma, geo = self.density(params, x, progress)
         return sigma, self.color(params, geo, d)
 
 

@@ -205,6 +205,11 @@ class HashGrid:
     def resolutions(self) -> np.ndarray:
         return level_resolutions(self.levels, self.base_res, self.max_res)
 
+    @property
+    def feature_levels(self) -> np.ndarray:
+        """Level of every output feature (for the coarse-to-fine mask)."""
+        return np.repeat(np.arange(self.levels), self.features)
+
     def init(self, key: jax.Array) -> dict:
         shape = (self.levels, self.table_size, self.features)
         table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)

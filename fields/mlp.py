@@ -7,6 +7,8 @@ pytree trivial to checkpoint, shard and prune.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -23,8 +25,17 @@ def init_mlp(key: jax.Array, sizes: list[int]) -> list[dict]:
     return layers
 
 
-def apply_mlp(params: list[dict], x: Float[Array, "... I"]) -> Float[Array, "... O"]:
-    """ReLU hidden layers, linear output: ``h_{k+1} = relu(h_k W_k + b_k)``."""
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+def apply_mlp(
+    params: list[dict], x: Float[Array, "... I"], modulate: Callable | None = None
+) -> Float[Array, "... O"]:
+    """ReLU hidden layers, linear output: ``h_{k+1} = relu(h_k W_k + b_k)``.
+
+    ``modulate`` (CAM) maps the first hidden layer's pre-activation ``h_1`` to a
+    modulated one before its ReLU.
+    """
+    for i, layer in enumerate(params[:-1]):
+        h = x @ layer["w"] + layer["b"]
+        if i == 0 and modulate is not None:
+            h = modulate(h)
+        x = jax.nn.relu(h)
     return x @ params[-1]["w"] + params[-1]["b"]

@@ -177,6 +177,11 @@ class SimplexGrid:
         res = tuple(int(r) for r in self.resolutions)
         return GridSpec(res, self.table_size, simplex_vertices, True, simplex_lattice_res)
 
+    @property
+    def feature_levels(self) -> np.ndarray:
+        """Level of every output feature (for the coarse-to-fine mask)."""
+        return np.repeat(np.arange(self.levels), self.features)
+
     def init(self, key: jax.Array) -> dict:
         shape = (self.levels, self.table_size, self.features)
         table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)

@@ -85,6 +85,9 @@ class VoxelGrid:
     1e-2 fine)."""
     init_scale: float = 1e-4
     """Table entries start uniform in [-init_scale, init_scale] (DVGO: zeros)."""
+    lr_multiplier: float = 10.0
+    """Learning rate of the grid relative to the MLPs (DVGO: 1e-1 for grids, 1e-3 for the
+    MLP; an explicit grid needs large steps to build density from the shift b)."""
     dim: int = 3
     """Input dimension D (2 for images, 3 for fields)."""
     stage: Annotated[int | None, tyro.conf.Suppress] = None
@@ -128,6 +131,11 @@ class VoxelGrid:
     def density_shift(self) -> float:
         """DVGO's ``b = log((1 - alpha_init)^(-1) - 1)``."""
         return math.log(1.0 / (1.0 - self.alpha_init) - 1.0)
+
+    @property
+    def feature_levels(self) -> np.ndarray:
+        """Level of every output feature (for the coarse-to-fine mask)."""
+        return np.repeat(np.arange(self.levels), self.features)
 
     def init(self, key: jax.Array) -> dict:
         shape = (self.levels, self.table_size, self.features)

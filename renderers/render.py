@@ -82,7 +82,7 @@ def render_rays(
     """Render a batch of rays with a fixed sample budget (differentiable, jit-friendly).
 
     Returns:
-        The `composite` outputs plus ``complete [R]`` (rays whose samples all fit in the
+        The `composite` outputs, the samples' ``t [R, S]`` and ``deltas [R, S]``, ``complete [R]`` (rays whose samples all fit in the
         budget; only these are valid) and ``num_samples`` (occupied samples marched).
     """
     t, deltas, x, mask = march(origins, directions, bbox, grid, config.num_samples, key)
@@ -93,6 +93,7 @@ def render_rays(
     sigma = unpack(sigma, index, valid, (num_rays, num_samples))
     rgb = unpack(rgb, index, valid, (num_rays, num_samples))
     out = composite(sigma, rgb, t, deltas, background)
+    out["t"], out["deltas"] = t, deltas
     out["complete"] = complete
     out["num_samples"] = jnp.sum(mask)
     return out

@@ -108,3 +108,25 @@ def test_bad_input_exits_2_and_writes_nothing(scene, tmp_path, damage, phrase):
 def test_unknown_view_id_exits_2(scene, tmp_path):
     proc = cli("train", "--data", scene, "--view-ids", "1,2,99", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "99" in proc.stderr and not (tmp_path / "r").exists()
+
+
+VOXEL = [
+    "--rays-per-batch", "1024", "--render.num-samples", "48", "--render.sample-budget", "16384",
+    "--eval-every", "1000", "--eval-views", "1", "--checkpoint-every", "12", "--optim.warmup-steps", "5",
+    "occupancy:grid", "--occupancy.resolution", "32", "--occupancy.warmup-steps", "16", "--occupancy.chunk", "8192",
+    "field.encoding:voxel", "--field.encoding.max-res", "24", "--field.encoding.progressive-steps", "8", "16",
+    "field.coarse-to-fine:none", "field.cam:none",
+    "reg.distortion:distortion", "reg.tv:total-variation",
+]
+
+
+def test_voxel_grid_grows_trains_and_resumes_across_stages(scene, tmp_path):
+    out = tmp_path / "voxel"
+    cli("train", "--data", scene, "--views", 8, "--steps", 12, "--out", out, *VOXEL)
+    proc = cli("train", "--data", scene, "--steps", 30, "--out", out)
+    assert "resuming" in proc.stdout and "voxel grid:" in proc.stdout
+    history = json.loads((out / "history.json").read_text())["train"]
+    assert history[-1]["step"] == 30 and history[-1]["psnr"] > history[0]["psnr"] + 0.2
+    assert {"loss_distortion", "loss_tv"} <= set(history[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["psnr"]) and metrics["psnr"] > 12.0
