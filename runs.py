@@ -25,9 +25,8 @@ import tyro
 
 from sparsefield.fields.encoding import ALL_ENCODINGS
 from sparsefield.fields.field import FieldConfig, RadianceField
-from sparsefield.fields.frequency import CoarseToFine, Frequency
+from sparsefield.fields.frequency import CoarseToFine
 from sparsefield.fields.modulation import CAM
-from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.renderers.occupancy_grid import (
     OccupancyGridConfig,

@@ -12,7 +12,6 @@ if __name__ == "__main__":  # before JAX is imported: restart with a fast alloca
     ensure_fast_malloc()
 
 import dataclasses
-import json
 import signal
 import sys
 import time

@@ -173,8 +173,34 @@ def flatten_batch(x: jax.Array, fn):
     return out.reshape(*lead, out.shape[-1])
 
 
+class GridTables:
+    """What every grid encoding shares: tables ``[L, T, F]`` read through ``self.spec``.
+
+    A grid encoding is a frozen dataclass with ``levels``, ``features``, ``init_scale``,
+    ``table_size`` and ``spec`` (its `GridSpec`); this base adds the Encoding interface.
+    """
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features
+
+    @property
+    def feature_levels(self) -> np.ndarray:
+        """Level of every output feature (for the coarse-to-fine mask)."""
+        return np.repeat(np.arange(self.levels), self.features)
+
+    def init(self, key: jax.Array) -> dict:
+        shape = (self.levels, self.table_size, self.features)
+        table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
+        return {"table": table}
+
+    def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
+        spec = self.spec
+        return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))
+
+
 @dataclasses.dataclass(frozen=True)
-class HashGrid:
+class HashGrid(GridTables):
     """Multi-resolution hash grid encoding (Instant-NGP), tables ``[L, T, F]``."""
 
     levels: int = 16
@@ -194,10 +220,6 @@ class HashGrid:
     """Input dimension D (2 for images, 3 for fields)."""
 
     @property
-    def out_dim(self) -> int:
-        return self.levels * self.features
-
-    @property
     def table_size(self) -> int:
         return 2**self.log2_table_size
 
@@ -206,20 +228,6 @@ class HashGrid:
         return level_resolutions(self.levels, self.base_res, self.max_res)
 
     @property
-    def feature_levels(self) -> np.ndarray:
-        """Level of every output feature (for the coarse-to-fine mask)."""
-        return np.repeat(np.arange(self.levels), self.features)
-
-    def init(self, key: jax.Array) -> dict:
-        shape = (self.levels, self.table_size, self.features)
-        table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
-        return {"table": table}
-
-    @property
     def spec(self) -> GridSpec:
-        """The grid core's description: cube kernel, dense or hashed levels."""
+        """The grid core's description: cube kernel, dense where a level fits, else hashed."""
         return GridSpec(tuple(int(r) for r in self.resolutions), self.table_size)
-
-    def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
-        spec = self.spec
-        return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))

@@ -49,12 +49,11 @@ import dataclasses
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from sparsefield.fields.grid import GridSpec, flatten_batch, grid_encode, level_resolutions
+from sparsefield.fields.grid import GridSpec, GridTables, level_resolutions
 
 
 def skew_factor(dim: int) -> float:
@@ -136,7 +135,7 @@ def simplex_vertices(pos: Float[Array, "N D"], res: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimplexGrid:
+class SimplexGrid(GridTables):
     """Multi-resolution hashed simplex grid, tables ``[L, T, F]`` (Wen et al.).
 
     Same fields and same per-level resolutions ``N_l`` as `HashGrid`; a simplex level of
@@ -160,10 +159,6 @@ class SimplexGrid:
     """Input dimension D (2 for images, 3 for fields)."""
 
     @property
-    def out_dim(self) -> int:
-        return self.levels * self.features
-
-    @property
     def table_size(self) -> int:
         return 2**self.log2_table_size
 
@@ -177,16 +172,3 @@ class SimplexGrid:
         res = tuple(int(r) for r in self.resolutions)
         return GridSpec(res, self.table_size, simplex_vertices, True, simplex_lattice_res)
 
-    @property
-    def feature_levels(self) -> np.ndarray:
-        """Level of every output feature (for the coarse-to-fine mask)."""
-        return np.repeat(np.arange(self.levels), self.features)
-
-    def init(self, key: jax.Array) -> dict:
-        shape = (self.levels, self.table_size, self.features)
-        table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
-        return {"table": table}
-
-    def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
-        spec = self.spec
-        return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))

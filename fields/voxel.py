@@ -44,7 +44,7 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float
 
-from sparsefield.fields.grid import GridSpec, flatten_batch, grid_encode, level_resolutions
+from sparsefield.fields.grid import GridSpec, GridTables, grid_encode, level_resolutions
 
 
 def total_variation(table: Float[Array, "T F"], res: int, dim: int) -> Float[Array, ""]:
@@ -67,7 +67,7 @@ def total_variation(table: Float[Array, "T F"], res: int, dim: int) -> Float[Arr
 
 
 @dataclasses.dataclass(frozen=True)
-class VoxelGrid:
+class VoxelGrid(GridTables):
     """Dense voxel grid (DVGO): tables ``[L, T, F]``, channel 0 raw density, dense index."""
 
     levels: int = 1
@@ -96,10 +96,6 @@ class VoxelGrid:
     @property
     def num_stages(self) -> int:
         return len(self.progressive_steps) + 1
-
-    @property
-    def out_dim(self) -> int:
-        return self.levels * self.features
 
     @property
     def final_resolutions(self) -> np.ndarray:
@@ -132,19 +128,6 @@ class VoxelGrid:
         """DVGO's ``b = log((1 - alpha_init)^(-1) - 1)``."""
         return math.log(1.0 / (1.0 - self.alpha_init) - 1.0)
 
-    @property
-    def feature_levels(self) -> np.ndarray:
-        """Level of every output feature (for the coarse-to-fine mask)."""
-        return np.repeat(np.arange(self.levels), self.features)
-
-    def init(self, key: jax.Array) -> dict:
-        shape = (self.levels, self.table_size, self.features)
-        table = jax.random.uniform(key, shape, jnp.float32, -self.init_scale, self.init_scale)
-        return {"table": table}
-
-    def apply(self, params: dict, x: Float[Array, "... D"]) -> Float[Array, "... F"]:
-        spec = self.spec
-        return flatten_batch(x, lambda pts: grid_encode(spec, params["table"], pts))
 
     def density(self, feats: Float[Array, "... C"], box_size: float) -> Float[Array, "..."]:
         """Post-activation density ``sigma = softplus(sum_l sigma_ddot_l + b) / s``.
