@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,7 +18,8 @@ import tyro
 
 from sparsefield import metrics, runs
 from sparsefield.cameras import Cameras, orbit_poses
-from sparsefield.datasets import SceneData, load_scene
+from sparsefield.datasets import SceneData, apply_protocol, get_protocol, load_scene
+from sparsefield.datasets.protocols import ProtocolWarning
 from sparsefield.renderers.mesh import extract_mesh, write_mesh
 from sparsefield.renderers.render import render_image
 
@@ -103,12 +105,51 @@ def _has_pyav() -> bool:
 # ---- evaluation --------------------------------------------------------------------------
 
 
+def test_views(config, scene: SceneData) -> np.ndarray:
+    """Indices into ``scene.images`` of the test views: the ``--protocol``'s test ids, or
+    the scene's test split (empty when it has none)."""
+    if config.protocol is None:
+        return np.asarray(scene.splits.get("test", np.zeros(0, np.int64)), np.int64)
+    with warnings.catch_warnings():  # the size warning was shown when training began
+        warnings.simplefilter("ignore", ProtocolWarning)
+        return apply_protocol(config.protocol, scene)[1]
+
+
+def masked_metrics(config) -> bool:
+    """Whether the run's protocol scores inside object masks (DTU)."""
+    return config.protocol is not None and get_protocol(config.protocol).masked_metrics
+
+
+def metric_mask(config, scene: SceneData, i: int) -> np.ndarray | None:
+    """The object mask view ``i`` is scored inside, when the protocol measures masked
+    (DTU), else None."""
+    return scene.object_masks[i] if masked_metrics(config) else None
+
+
+def score_frame(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> dict:
+    """PSNR / SSIM / LPIPS of one view; with an object mask ``m``, RegNeRF's masked
+    protocol: PSNR over the pixels with ``m = 1``, SSIM and LPIPS on both images composited
+    on white, ``x m + (1 - m)``."""
+    if mask is None:
+        return metrics.image_metrics(pred, gt)
+    m = np.asarray(mask, np.float32)[..., None]
+    return metrics.image_metrics(pred * m + (1.0 - m), gt * m + (1.0 - m), mask=mask)
+
+
+def frame_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> float:
+    """PSNR of one view, over the pixels with ``mask = 1`` when a mask is given."""
+    m = np.ones(gt.shape[:-1], np.float32) if mask is None else np.asarray(mask, np.float32)
+    mse = np.sum(m[..., None] * (np.asarray(pred) - gt) ** 2) / max(3.0 * np.sum(m), 1e-12)
+    return float(metrics.mse_to_psnr(mse))
+
+
 def quick_eval(config, field, scene: SceneData, state, step: int) -> dict:
     """PSNR on the first ``config.eval_views`` test views (the curve in the report)."""
     loaded = LoadedRun(Path(config.out), config, {"bbox": scene.bbox.tolist()}, field, state)
-    ids = scene.splits.get("test", np.zeros(0, int))[: config.eval_views]
+    ids = test_views(config, scene)[: config.eval_views]
     values = [
-        float(metrics.psnr(loaded.render(scene.cameras[int(i)], scene.background)["rgb"], scene.images[i]))
+        frame_psnr(loaded.render(scene.cameras[int(i)], scene.background)["rgb"], scene.images[i],
+                   metric_mask(config, scene, int(i)))
         for i in ids
     ]
     return {"step": step, "psnr": float(np.mean(values)) if values else float("nan")}
@@ -116,18 +157,22 @@ def quick_eval(config, field, scene: SceneData, state, step: int) -> dict:
 
 def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = None,
                  train_seconds: float | None = None) -> dict:
-    """Render the test split, write ``renders/test``, ``metrics.json`` and ``report.html``."""
+    """Render the test views (the protocol's, or the test split), write ``renders/test``,
+    ``metrics.json`` and ``report.html``. A protocol with masked metrics (DTU) scores
+    inside the object masks (`score_frame`)."""
     loaded = load_run(run)
     if scene is None:
         scene = load_scene(data or loaded.config.data, scale=loaded.config.scale)
-    test_ids = scene.split("test")
+    test_ids = test_views(loaded.config, scene)
+    if len(test_ids) == 0:
+        scene.split("test")  # raises DatasetError naming the empty split
     folder = Path(run) / "renders" / "test"
     per_frame = []
     for k, i in enumerate(test_ids):
         out = loaded.render(scene.cameras[int(i)], scene.background)
         save_frame(folder, f"{k:03d}", out)
         iio.imwrite(folder / f"{k:03d}_gt.png", to_uint8(scene.images[i]))
-        m = metrics.image_metrics(out["rgb"], scene.images[i])
+        m = score_frame(out["rgb"], scene.images[i], metric_mask(loaded.config, scene, int(i)))
         m["samples_per_ray"] = float(out["samples"][out["opacity"] > 0].mean()) if (out["opacity"] > 0).any() else 0.0
         per_frame.append({"frame": k, "name": scene.names[i], **m})
     history = load_history(run)
@@ -141,6 +186,8 @@ def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = 
         "train_view_ids": loaded.facts["train_view_ids"],
         "num_params": loaded.facts["num_params"],
         "devices": loaded.facts.get("devices", 1),
+        "protocol": loaded.config.protocol,
+        "masked": masked_metrics(loaded.config),
         "per_frame": per_frame,
     }
     runs.atomic_write_text(Path(run) / "metrics.json", json.dumps(result, indent=2))
@@ -264,7 +311,7 @@ def render_path(args: RenderArgs) -> Path:
     loaded = load_run(args.run)
     scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
     if args.path == "test":
-        cams = scene.cameras[scene.split("test")]
+        cams = scene.cameras[test_views(loaded.config, scene)]
     elif args.path == "orbit":
         cams = orbit_cameras(loaded, scene, args.frames)
     else:

@@ -33,8 +33,19 @@ from sparsefield.renderers.occupancy_grid import (
     OccupancyGridState,
     init_occupancy,
 )
-from sparsefield.renderers.regularizers import Distortion, Regularizers, TotalVariation
+from sparsefield.renderers.regularizers import (
+    DepthSmoothness,
+    Distortion,
+    MaskLoss,
+    Occlusion,
+    OpacityPrior,
+    RayEntropy,
+    Regularizers,
+    TotalVariation,
+    UnseenPatches,
+)
 from sparsefield.renderers.render import RenderConfig
+from sparsefield.renderers.samplers import SampleAnnealing
 
 
 class UsageError(ValueError):
@@ -67,6 +78,10 @@ class RunConfig:
     """Train on N views of the train split (standard 8-view list or farthest-point)."""
     view_ids: tuple[int, ...] | None = None
     """Explicit train view ids (positions in the train split); overrides --views."""
+    protocol: str | None = None
+    """A published few-shot setting (``blender8``, ``llff3|6|9``, ``dtu3|6|9``): fixes the
+    image scale, the training and test views and masked metrics (DTU); replaces --scale
+    and --views."""
     scale: float = 1.0
     """Image down-scaling factor (0.5 halves the resolution)."""
     steps: int = 1000
@@ -104,12 +119,26 @@ PRESETS: dict[str, RunConfig] = {
     # The same model trained four times longer.
     "long": RunConfig(steps=8000, eval_every=1000, checkpoint_every=1000),
 }
+# The recommended few-shot recipe (3 to 8 views): FreeNeRF's frequency mask on the grid
+# levels and occlusion penalty, mip-NeRF 360's distortion loss, RegNeRF's depth smoothness
+# on unseen-view patches with sample-space annealing.
+PRESETS["fewshot"] = dataclasses.replace(
+    PRESETS["default"],
+    field=dataclasses.replace(PRESETS["default"].field, coarse_to_fine=CoarseToFine()),
+    render=dataclasses.replace(PRESETS["default"].render, anneal=SampleAnnealing()),
+    reg=dataclasses.replace(
+        PRESETS["default"].reg,
+        occlusion=Occlusion(), distortion=Distortion(), depth_smoothness=DepthSmoothness(),
+    ),
+)
 
 
 CONFIG_CLASSES = {
     cls.__name__: cls
     for cls in (RunConfig, FieldConfig, *ALL_ENCODINGS, SphericalHarmonics, RenderConfig,
-                OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM)
+                OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM,
+                Occlusion, RayEntropy, OpacityPrior, MaskLoss, DepthSmoothness, UnseenPatches,
+                SampleAnnealing)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 

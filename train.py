@@ -12,6 +12,7 @@ if __name__ == "__main__":  # before JAX is imported: restart with a fast alloca
     ensure_fast_malloc()
 
 import dataclasses
+import functools
 import signal
 import sys
 import time
@@ -24,10 +25,13 @@ import optax
 import tyro
 
 from sparsefield import evaluate, runs
-from sparsefield.datasets import DatasetError, SceneData, load_scene, select_views
-from sparsefield.datasets.batches import RayData, make_ray_data, sample_rays
+from sparsefield.datasets import (
+    DatasetError, SceneData, apply_protocol, get_protocol, load_scene, select_views,
+)
+from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches, sample_rays
 from sparsefield.fields.field import RadianceField, count_params
 from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
+from sparsefield.renderers.regularizers import unseen_patches
 from sparsefield.renderers.render import render_rays
 from sparsefield.runs import RunConfig, TrainState
 
@@ -36,26 +40,38 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
     """Build ``train_step(state, data, key) -> (state, metrics)``, jitted, state donated.
 
     The loss is a dict of named terms (``rgb`` is the MSE over the rays that fit in the
-    sample budget); their sum is minimised and each is logged by name.
+    sample budget); their sum is minimised and each is logged by name. Besides the
+    training rays, the step draws and renders the extra ray sets the loss terms ask for
+    (``patch``: unseen-view patches, `unseen_patches`), passed to the terms as
+    ``outputs[name]``.
     """
     optimizer = runs.make_optimizer(config)
     box = jnp.asarray(bbox, jnp.float32)
     diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
     step_size = diagonal / config.render.num_samples
     terms = config.reg.terms()
+    ray_sets = extra_ray_sets(config, terms, box, diagonal)
 
-    def loss_fn(params, batch, grid, key, step):
+    def render(params, origins, directions, background, grid, key, step, render_config):
         progress = step / config.steps
         out = render_rays(
-            lambda x, d: field(params, x, d, progress), batch["origins"], batch["directions"],
-            batch["background"], box, grid, config.render, key,
+            lambda x, d: field(params, x, d, progress), origins, directions,
+            background, box, grid, render_config, key, step,
         )
+        out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
+        return out
+
+    def loss_fn(params, batch, grid, key, step):
+        out = render(params, batch["origins"], batch["directions"], batch["background"],
+                     grid, key, step, config.render)
         keep = out["complete"].astype(jnp.float32)
         rays = jnp.maximum(jnp.sum(keep), 1.0)
         sq_err = jnp.mean((out["rgb"] - batch["rgb"]) ** 2, axis=-1)
         losses = {"rgb": jnp.sum(sq_err * keep) / rays}
-        out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
         out["encoding"], out["encoding_params"] = field.config.encoding, params["encoding"]
+        for i, (name, (_, render_config)) in enumerate(ray_sets.items()):
+            out[name] = render(params, batch[f"{name}_origins"], batch[f"{name}_directions"],
+                               jnp.zeros(3), grid, jax.random.fold_in(key, i + 1), step, render_config)
         for name, term in terms.items():
             losses[name] = term.weight_at(step) * term(out, batch, step)
         aux = {"losses": losses, "rays": jnp.sum(keep), "samples": out["num_samples"]}
@@ -74,6 +90,8 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
         k_rays, k_march, k_grid = jax.random.split(key, 3)
         grid = refresh_grid(state, k_grid)
         batch = sample_rays(data, k_rays, config.rays_per_batch, config.random_background)
+        for i, (sample, _) in enumerate(ray_sets.values()):
+            batch |= sample(data, jax.random.fold_in(k_rays, i + 1))
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, grid, k_march, state.step
         )
@@ -91,23 +109,66 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
     return jax.jit(train_step, donate_argnums=0)
 
 
+def extra_ray_sets(config: RunConfig, terms: dict, box, diagonal: float) -> dict:
+    """``name -> (sample(data, key) -> batch entries, RenderConfig)`` for the ray sets the
+    loss terms need besides the training rays: ``patch`` (unseen-view patches) when a
+    term declares ``needs_patches``."""
+    spec = unseen_patches(terms)
+    if spec is None:
+        return {}
+    sample = functools.partial(
+        sample_patches, center=box.mean(axis=0), scale=diagonal, num_patches=spec.num_patches,
+        size=spec.size, stride=spec.stride, angle_jitter=spec.angle_jitter,
+        radius_jitter=spec.radius_jitter, target_jitter=spec.target_jitter,
+    )
+    return {"patch": (sample, dataclasses.replace(config.render, sample_budget=spec.sample_budget))}
+
+
 # ---- the train command -------------------------------------------------------------------
 
 
-def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray]:
-    """Load the scene and choose the training views (raises DatasetError on bad input)."""
+def resolve_protocol(config: RunConfig) -> RunConfig:
+    """With ``--protocol``: the protocol's image scale and number of views replace
+    ``--scale`` and ``--views`` (the training and test ids are chosen in `prepare`)."""
+    if config.protocol is None:
+        return config
+    try:
+        protocol = get_protocol(config.protocol)
+    except ValueError as err:
+        raise runs.UsageError(f"--protocol: {err}") from None
+    if config.view_ids is not None:
+        raise runs.UsageError(f"--protocol {protocol.name} fixes the training views; drop --view-ids")
+    if protocol.ndc:
+        print(f"warning: protocol {protocol.name} renders forward-facing scenes in NDC, which "
+              "sparsefield does not use yet: rays march in world space inside the scene box, "
+              "so figures are not comparable to the paper's", file=sys.stderr)
+    return dataclasses.replace(config, scale=protocol.scale, views=protocol.num_views)
+
+
+def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray, np.ndarray]:
+    """Load the scene and choose the training views (raises DatasetError on bad input).
+
+    Returns:
+        The scene, the training views as indices into ``scene.images``, and the ids to
+        log: positions in the train split, or the protocol's scene indices.
+    """
     if config.data is None:
         from sparsefield.datasets.synthetic import demo_scene_path
 
         config = dataclasses.replace(config, data=demo_scene_path())
     scene = load_scene(config.data, scale=config.scale)
+    if config.reg.mask is not None and scene.masks is None:
+        raise runs.UsageError(f"{config.data}: the mask loss (reg.mask) needs alpha masks; this dataset has none")
+    if config.protocol is not None:
+        train_ids, _ = apply_protocol(config.protocol, scene)
+        return scene, train_ids, train_ids
     train_ids = scene.split("train")
     picked = select_views(
         np.asarray(scene.cameras.centers)[train_ids],
         n=None if config.view_ids else config.views, ids=config.view_ids,
         source=f"{config.data} (train split)",
     )
-    return scene, picked
+    return scene, train_ids[picked], picked
 
 
 def grow(config: RunConfig, state: TrainState, step: int) -> TrainState:
@@ -133,11 +194,12 @@ def train(config: RunConfig) -> Path:
     if resumed:
         saved, _ = runs.load_config(run)
         config = dataclasses.replace(saved, steps=config.steps)
-    scene, picked = prepare(config)
+    config = resolve_protocol(config)
+    scene, train_ids, logged = prepare(config)
     data_dir = config.data or scene.root
     config = dataclasses.replace(config, data=Path(data_dir))
-    train_ids = scene.split("train")
-    print(f"training views ({len(picked)}): {' '.join(str(i) for i in picked)}")
+    where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
+    print(f"training views ({len(train_ids)}, {where}): {' '.join(str(i) for i in logged)}")
 
     ckpt = runs.latest_checkpoint(run) if resumed else None
     start = runs.checkpoint_step(ckpt) if ckpt is not None else 0
@@ -148,12 +210,13 @@ def train(config: RunConfig) -> Path:
         print(f"resuming {run} from step {int(state.step)}")
     runs.save_config(
         config, run,
-        {"train_view_ids": [int(i) for i in picked], "bbox": scene.bbox.tolist(),
+        {"train_view_ids": [int(i) for i in logged], "bbox": scene.bbox.tolist(),
+         "test_ids": [int(i) for i in evaluate.test_views(config, scene)],
          "num_params": count_params(state.params), "devices": jax.device_count()},
     )
-    data = make_ray_data(scene, train_ids[picked])
+    data = make_ray_data(scene, train_ids)
     if ckpt is None:
-        state = carve_grid(config, scene, train_ids[picked], state)
+        state = carve_grid(config, scene, train_ids, state)
     state, seconds = fit(config, field, scene, state, data, run)
     evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run

@@ -2,6 +2,8 @@
 
 The chosen views live on the device as one `RayData`; `sample_rays` picks random pixels
 of random views inside the jitted train step, so no host round trip happens per step.
+`sample_patches` makes square pixel patches seen from unseen poses near the training
+cameras (RegNeRF), for loss terms that regularise novel views.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def sample_rays(data: RayData, key: jax.Array, num_rays: int, random_background:
     background with density (Instant-NGP's random background trick).
 
     Returns:
-        ``origins [R, 3]``, ``directions [R, 3]``, ``rgb [R, 3]`` and ``background [R, 3]``.
+        ``origins [R, 3]``, ``directions [R, 3]``, ``rgb [R, 3]``, ``background [R, 3]``
+        and, when the data has alpha masks, ``alpha [R]``.
     """
     k_view, k_x, k_y, k_jit, k_bg = jax.random.split(key, 5)
     num_views, height, width = data.images.shape[:3]
@@ -75,4 +78,78 @@ def sample_rays(data: RayData, key: jax.Array, num_rays: int, random_background:
         rgb = rgb + (1.0 - data.alphas[v, py, px])[:, None] * (bg - data.background)
     else:
         bg = jnp.broadcast_to(data.background, (num_rays, 3))
-    return {"origins": origins, "directions": directions, "rgb": rgb, "background": bg}
+    batch = {"origins": origins, "directions": directions, "rgb": rgb, "background": bg}
+    if data.has_alpha:
+        batch["alpha"] = data.alphas[v, py, px]
+    return batch
+
+
+def look_at_jnp(
+    eye: Float[Array, "N 3"], target: Float[Array, "N 3"], up: Float[Array, "N 3"]
+) -> Float[Array, "N 3 4"]:
+    """`sparsefield.cameras.look_at` for batches inside jit: ``[N, 3, 4]`` camera-to-world
+    matrices at ``eye`` looking at ``target`` (OpenGL axes: the camera looks down -Z)."""
+    unit = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    forward = unit(target - eye)
+    right = unit(jnp.cross(forward, up))
+    cam_up = jnp.cross(right, forward)
+    rot = jnp.stack([right, cam_up, -forward], axis=-1)
+    return jnp.concatenate([rot, eye[..., None]], axis=-1)
+
+
+def sample_patches(
+    data: RayData,
+    key: jax.Array,
+    center: Float[Array, " 3"],
+    scale: float,
+    num_patches: int,
+    size: int,
+    stride: float = 1.0,
+    angle_jitter: float = 0.2,
+    radius_jitter: float = 0.1,
+    target_jitter: float = 0.02,
+) -> dict:
+    """Pixel patches seen from random unseen poses around the training cameras (RegNeRF).
+
+    For each of the ``N_p = num_patches`` patches: a training camera ``k`` with centre
+    ``c_k`` is drawn; with the scene centre ``o`` and ``r = |c_k - o|``, the new camera
+    sits at ``o + r (1 + radius_jitter u) normalize((c_k - o) / r + angle_jitter n)``
+    (``u ~ U[-1, 1]``, ``n ~ N(0, I)``: a move on the sphere through ``c_k`` and along
+    the ray towards ``o``), looks at ``o + scale target_jitter n'`` with camera ``k``'s
+    up vector and intrinsics, and renders a ``P x P`` (``P = size``) patch of pixels
+    ``stride`` apart at a random place in the image. Shapes are static: ``N_p P^2`` rays.
+
+    Args:
+        center: ``[3]`` scene centre ``o`` (the box centre).
+        scale: world length the target jitter is relative to (the box diagonal).
+
+    Returns:
+        ``patch_origins [N_p P^2, 3]`` and ``patch_directions [N_p P^2, 3]``, patch-major
+        then row-major (reshape to ``[N_p, P, P, 3]``).
+    """
+    k_view, k_dir, k_rad, k_tgt, k_x, k_y = jax.random.split(key, 6)
+    cams = data.cameras
+    view = jax.random.randint(k_view, (num_patches,), 0, cams.c2w.shape[0])
+    c2w = cams.c2w[view]
+    offset = c2w[:, :3, 3] - center
+    radius = jnp.linalg.norm(offset, axis=-1, keepdims=True)
+    direction = offset / radius + angle_jitter * jax.random.normal(k_dir, (num_patches, 3))
+    direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
+    radius = radius * (1.0 + radius_jitter * jax.random.uniform(k_rad, (num_patches, 1), minval=-1.0, maxval=1.0))
+    eye = center + radius * direction
+    target = center + scale * target_jitter * jax.random.normal(k_tgt, (num_patches, 3))
+    poses = look_at_jnp(eye, target, c2w[:, :3, 1])
+    span = (size - 1) * stride
+    x0 = jax.random.uniform(k_x, (num_patches,), maxval=jnp.maximum(cams.width - span - 1.0, 0.0))
+    y0 = jax.random.uniform(k_y, (num_patches,), maxval=jnp.maximum(cams.height - span - 1.0, 0.0))
+    grid = jnp.arange(size, dtype=jnp.float32) * stride + 0.5
+    px = x0[:, None, None] + grid[None, None, :]  # [N_p, P, P]: rows are y, columns x
+    py = y0[:, None, None] + grid[None, :, None]
+    px, py = jnp.broadcast_arrays(px, py)
+    per_ray = jnp.repeat(jnp.arange(num_patches), size * size)
+    patch_cams = dataclasses.replace(
+        cams, c2w=poses[per_ray], fx=cams.fx[view][per_ray], fy=cams.fy[view][per_ray],
+        cx=cams.cx[view][per_ray], cy=cams.cy[view][per_ray],
+    )
+    origins, directions = pixel_rays(patch_cams, px.reshape(-1), py.reshape(-1))
+    return {"patch_origins": origins, "patch_directions": directions}

@@ -28,7 +28,7 @@ from jaxtyping import Array, Float
 
 from sparsefield.cameras import Cameras, image_rays, intersect_box
 from sparsefield.renderers.occupancy_grid import OccupancyGridState, query_occupancy
-from sparsefield.renderers.samplers import pack_samples, sample_stratified, unpack
+from sparsefield.renderers.samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
 from sparsefield.renderers.volume import composite, composite_weights
 
 
@@ -44,6 +44,8 @@ class RenderConfig:
     """Early termination: samples seen through less than this are not shaded."""
     chunk: int = 2**13
     """Rays per chunk when rendering images."""
+    anneal: SampleAnnealing | None = None
+    """RegNeRF's sample-space annealing of the training rays' range; off if None."""
 
 
 def march(
@@ -53,13 +55,20 @@ def march(
     grid: OccupancyGridState | None,
     num_samples: int,
     key: jax.Array | None,
+    anneal: SampleAnnealing | None = None,
+    step=None,
 ):
     """Sample points along rays and mark the ones in occupied cells.
+
+    With ``anneal`` and a training ``step``, the samples cover the annealed range of
+    each ray's segment inside the box instead of all of it.
 
     Returns:
         ``t [R, S]``, ``deltas [R, S]``, points ``x [R, S, 3]`` and ``mask [R, S]``.
     """
     t_near, t_far, hit = intersect_box(origins, directions, bbox[0], bbox[1])
+    if anneal is not None and step is not None:
+        t_near, t_far = anneal.bounds(t_near, t_far, step)
     t, deltas = sample_stratified(t_near, t_far, num_samples, key)
     x = origins[:, None, :] + t[..., None] * directions[:, None, :]
     mask = jnp.broadcast_to(hit[:, None], t.shape)
@@ -78,14 +87,21 @@ def render_rays(
     grid: OccupancyGridState | None,
     config: RenderConfig,
     key: jax.Array | None,
+    step=None,
 ) -> dict[str, Array]:
     """Render a batch of rays with a fixed sample budget (differentiable, jit-friendly).
 
+    ``step`` (the training step) drives ``config.anneal``; None uses the full range.
+
     Returns:
-        The `composite` outputs, the samples' ``t [R, S]`` and ``deltas [R, S]``, ``complete [R]`` (rays whose samples all fit in the
-        budget; only these are valid) and ``num_samples`` (occupied samples marched).
+        The `composite` outputs, the samples' ``t [R, S]``, ``deltas [R, S]`` and
+        densities ``sigma [R, S]`` (zero where skipped), ``complete [R]`` (rays whose
+        samples all fit in the budget; only these are valid) and ``num_samples``
+        (occupied samples marched).
     """
-    t, deltas, x, mask = march(origins, directions, bbox, grid, config.num_samples, key)
+    t, deltas, x, mask = march(
+        origins, directions, bbox, grid, config.num_samples, key, config.anneal, step
+    )
     num_rays, num_samples = mask.shape
     index, valid, complete = pack_samples(mask, config.sample_budget)
     ray_of = index // num_samples
@@ -93,7 +109,7 @@ def render_rays(
     sigma = unpack(sigma, index, valid, (num_rays, num_samples))
     rgb = unpack(rgb, index, valid, (num_rays, num_samples))
     out = composite(sigma, rgb, t, deltas, background)
-    out["t"], out["deltas"] = t, deltas
+    out["t"], out["deltas"], out["sigma"] = t, deltas, sigma
     out["complete"] = complete
     out["num_samples"] = jnp.sum(mask)
     return out

@@ -10,6 +10,8 @@ train step drops them, which keeps the gradient unbiased because rays are in ran
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -34,6 +36,40 @@ def sample_stratified(
     width = (t_far - t_near) / num_samples
     t = t_near[:, None] + (jnp.arange(num_samples) + u) * width[:, None]
     return t, jnp.broadcast_to(width[:, None], shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleAnnealing:
+    """RegNeRF's sample-space annealing (Niemeyer et al., CVPR 2022, sec. 3.3): early in
+    training the samples of each ray lie in a short range around its midpoint, which then
+    grows to the full ray, so geometry starts at the scene centre instead of as floaters
+    in front of the cameras.
+
+    With ray bounds ``t_n, t_f`` (here the ray's entry and exit of the scene box),
+    midpoint ``t_m = t_n + mid (t_f - t_n)`` and training step ``i``:
+    ``t_n(i) = t_m - (t_m - t_n) eta(i)``, ``t_f(i) = t_m + (t_f - t_m) eta(i)``,
+    ``eta(i) = min(max(i / N_t, p_s), 1)``.
+    """
+
+    steps: int = 256
+    """N_t: steps until the full range is used (RegNeRF's configs: 256)."""
+    start: float = 0.5
+    """p_s: share of the range used at step 0."""
+    mid: float = 0.5
+    """Position of the midpoint t_m within [t_n, t_f] (RegNeRF: 0.5)."""
+
+    def eta(self, step) -> Float[Array, ""]:
+        """``eta(i) = min(max(i / N_t, p_s), 1)``."""
+        frac = jnp.asarray(step, jnp.float32) / max(self.steps, 1)
+        return jnp.clip(frac, self.start, 1.0)
+
+    def bounds(
+        self, t_near: Float[Array, " R"], t_far: Float[Array, " R"], step
+    ) -> tuple[Float[Array, " R"], Float[Array, " R"]]:
+        """The annealed ray bounds ``(t_n(i), t_f(i))``."""
+        eta = self.eta(step)
+        t_mid = t_near + self.mid * (t_far - t_near)
+        return t_mid - (t_mid - t_near) * eta, t_mid + (t_far - t_mid) * eta
 
 
 def pack_samples(

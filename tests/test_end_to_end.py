@@ -5,6 +5,7 @@ input exits with code 2, one line naming the file, and writes nothing."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -130,3 +131,91 @@ def test_voxel_grid_grows_trains_and_resumes_across_stages(scene, tmp_path):
     assert {"loss_distortion", "loss_tv"} <= set(history[-1])
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"]) and metrics["psnr"] > 12.0
+
+
+FEWSHOT = [
+    *SMALL[: SMALL.index("--eval-every") + 1], "1000", *SMALL[SMALL.index("--eval-every") + 2 :],
+    "reg.depth-smoothness:depth-smoothness", "--reg.depth-smoothness.patches.num-patches", "4",
+    "--reg.depth-smoothness.patches.sample-budget", "4096",
+]
+
+
+def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path):
+    out = tmp_path / "fewshot"
+    cli("train", "--preset", "fewshot", "--data", scene, "--views", 3, "--steps", 20, "--out", out, *FEWSHOT)
+    history = json.loads((out / "history.json").read_text())["train"]
+    assert history[-1]["step"] == 20 and history[-1]["psnr"] > history[0]["psnr"]
+    terms = ("loss_occlusion", "loss_distortion", "loss_depth_smoothness")
+    assert all(np.isfinite(h[k]) and h[k] >= 0.0 for h in history for k in terms)
+    assert any(h["loss_depth_smoothness"] > 0.0 for h in history)  # patches were rendered
+    saved = json.loads((out / "config.json").read_text())
+    config = saved["config"]
+    assert config["render"]["anneal"]["__class__"] == "SampleAnnealing"
+    assert config["field"]["coarse_to_fine"]["__class__"] == "CoarseToFine"
+    assert config["reg"]["depth_smoothness"]["patches"]["num_patches"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["psnr"]) and len(metrics["train_view_ids"]) == 3
+    assert metrics["protocol"] is None and metrics["masked"] is False
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--protocol", "blender9"], "unknown protocol"),
+        (["--protocol", "blender8"], "needs train view 26"),  # the tiny scene has 16 train frames
+    ],
+)
+def test_bad_protocol_exits_2(scene, tmp_path, flags, phrase):
+    proc = cli("train", "--data", scene, "--out", tmp_path / "r", *flags, check=False)
+    assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def tiny_scene_data(n: int, object_masks: bool):
+    from sparsefield.cameras import make_cameras
+    from sparsefield.datasets import SceneData
+
+    rng = np.random.default_rng(0)
+    cams = make_cameras(np.tile(np.eye(4)[:3], (n, 1, 1)), 0.7, 4, 3)
+    return SceneData(
+        images=rng.random((n, 3, 4, 3)).astype(np.float32), masks=None, cameras=cams,
+        splits={"train": np.arange(0, n, 2), "test": np.arange(1, n, 2)},
+        bbox=np.array([[-1.0] * 3, [1.0] * 3]), near=0.1, far=5.0, background=np.ones(3),
+        root=Path("scan"), names=[str(i) for i in range(n)],
+        object_masks=(rng.random((n, 3, 4)) > 0.5).astype(np.float32) if object_masks else None,
+    )
+
+
+def test_protocol_picks_the_test_views_and_the_metric_masks():
+    from sparsefield import evaluate
+    from sparsefield.datasets.dtu import DTU_TEST_IDS
+    from sparsefield.runs import RunConfig
+
+    scene = tiny_scene_data(49, object_masks=True)
+    dtu = RunConfig(protocol="dtu3")
+    np.testing.assert_array_equal(evaluate.test_views(dtu, scene), DTU_TEST_IDS)
+    np.testing.assert_array_equal(evaluate.metric_mask(dtu, scene, 5), scene.object_masks[5])
+    plain = RunConfig()
+    np.testing.assert_array_equal(evaluate.test_views(plain, scene), np.arange(1, 49, 2))
+    assert evaluate.metric_mask(plain, scene, 5) is None
+    assert evaluate.metric_mask(RunConfig(protocol="blender8"), scene, 5) is None
+
+
+def test_masked_scores_ignore_everything_outside_the_object():
+    from sparsefield import evaluate
+
+    rng = np.random.default_rng(1)
+    gt = rng.random((40, 40, 3)).astype(np.float32)
+    mask = np.zeros((40, 40), np.float32)
+    mask[8:32, 10:30] = 1.0
+    clean = np.clip(gt + 0.1 * (2 * (rng.random(gt.shape) > 0.5) - 1), 0, 1).astype(np.float32)
+    garbage = np.where(mask[..., None] > 0, clean, rng.random(gt.shape)).astype(np.float32)
+    inside = mask[..., None] > 0
+    want_psnr = -10 * np.log10(np.mean(((clean - gt)[np.broadcast_to(inside, gt.shape)]) ** 2))
+    np.testing.assert_allclose(evaluate.frame_psnr(garbage, gt, mask), want_psnr, rtol=1e-5)
+    a, b = evaluate.score_frame(garbage, gt, mask), evaluate.score_frame(clean, gt, mask)
+    np.testing.assert_allclose([a["psnr"], a["ssim"], a["lpips"]], [b["psnr"], b["ssim"], b["lpips"]], rtol=1e-5)
+    np.testing.assert_allclose(a["psnr"], want_psnr, rtol=1e-5)
+    white = np.ones_like(gt)
+    full = evaluate.score_frame(np.where(inside, clean, white), np.where(inside, gt, white), None)
+    np.testing.assert_allclose(a["ssim"], full["ssim"], rtol=1e-5)  # SSIM on white-composited images
