@@ -13,6 +13,8 @@ also as a percentage of the scene box diagonal; the target is under 1%.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,12 +35,9 @@ def main() -> None:
     from sparsefield.renderers.mesh import chamfer_distance, sample_points
 
     run = args.run
-    if run is None:
-        from sparsefield import runs
-
-        train_mod = _train_module()
+    if run is None:  # the default config, trained through the command line
         run = Path(tempfile.mkdtemp(prefix="sparsefield-mesh-")) / "run"
-        train_mod.train(runs.RunConfig(out=run))
+        subprocess.run([sys.executable, "-m", "sparsefield.launch", "train", "--out", str(run)], check=True)
     loaded = evaluate.load_run(run)
     truth_file = Path(loaded.config.data) / "surface_points.npy"
     if not truth_file.exists():
@@ -55,16 +54,6 @@ def main() -> None:
         mesh = trimesh.load(out, process=False)
         cd = chamfer_distance(sample_points(mesh, args.points), truth)
         print(f"{threshold:9g} {len(mesh.vertices):9,d} {cd:9.4f} {100 * cd / diagonal:8.2f}%", flush=True)
-
-
-def _train_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "train.py"
-    spec = importlib.util.spec_from_file_location("sparsefield_train_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 from sparsefield.cameras import Cameras
 from sparsefield.datasets.images import IMAGE_SUFFIXES, inside, load_images, one_line
-from sparsefield.datasets.scene import DatasetError, SceneData
+from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
 
 SPLITS = ("train", "val", "test")
 DEFAULT_BBOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
@@ -65,14 +65,9 @@ def load_blender(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneD
     Raises:
         DatasetError: for any missing, malformed or inconsistent input.
     """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    background = np.asarray(background, np.float32)
-    if background.shape != (3,):
-        raise ValueError(f"background must be an RGB triple, got shape {background.shape}")
-    root = Path(root)
+    root, background = check_load_args(root, scale, background)
     if not root.is_dir():
-        raise DatasetError(root, "dataset folder does not exist")
+        raise DatasetError(root, "not a folder")
     train_json = root / "transforms_train.json"
     if not train_json.is_file():
         raise DatasetError(train_json, "missing transforms_train.json")

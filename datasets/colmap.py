@@ -33,7 +33,7 @@ from sparsefield.datasets.poses import (
     quaternion_to_rotation,
     world_to_camera_to_c2w,
 )
-from sparsefield.datasets.scene import DatasetError, SceneData
+from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args, holdout_splits
 
 CAMERA_MODELS = {
     0: ("SIMPLE_PINHOLE", 3),
@@ -119,12 +119,9 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
         DatasetError: for a missing, malformed or inconsistent input or an unsupported
             camera model.
     """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    background = np.asarray(background, np.float32)
-    root = Path(root)
+    root, background = check_load_args(root, scale, background)
     if not root.is_dir():
-        raise DatasetError(root, "dataset folder does not exist")
+        raise DatasetError(root, "not a folder")
     folder = model_folder(root)
     if folder is None:
         raise DatasetError(
@@ -145,16 +142,11 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
     cams = pinhole_cameras(c2w, *intrinsics.T, width, height).scaled(scale * factor)
     _warn_distortion(cameras, {im.camera_id for im in images}, folder / f"cameras{ext}")
     bbox, near, far = _bounds(points, c2w)
-    ids = np.arange(len(images))
     return SceneData(
         images=pixels,
         masks=masks,
         cameras=cams,
-        splits={
-            "train": ids[ids % COLMAP_HOLD != 0],
-            "val": np.zeros(0, np.int64),
-            "test": ids[ids % COLMAP_HOLD == 0],
-        },
+        splits=holdout_splits(len(images), COLMAP_HOLD),
         bbox=bbox,
         near=near,
         far=far,

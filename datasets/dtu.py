@@ -20,7 +20,7 @@ from sparsefield.datasets.poses import (
     opencv_to_opengl,
     pinhole_cameras,
 )
-from sparsefield.datasets.scene import DatasetError, SceneData
+from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
 
 # The PixelNeRF split of the 49-view DTU scans used by RegNeRF, FreeNeRF and later
 # few-shot papers (RegNeRF, google-research/regnerf/internal/datasets.py,
@@ -95,12 +95,9 @@ def load_dtu(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
     Raises:
         DatasetError: for a missing, malformed or inconsistent input.
     """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    background = np.asarray(background, np.float32)
-    root = Path(root)
+    root, background = check_load_args(root, scale, background)
     if not root.is_dir():
-        raise DatasetError(root, "dataset folder does not exist")
+        raise DatasetError(root, "not a folder")
     cam_path = next(
         (root / n for n in CAMERA_FILES if (root / n).is_file()), root / CAMERA_FILES[0]
     )

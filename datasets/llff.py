@@ -19,7 +19,7 @@ from sparsefield.datasets.images import (
     reduced_size_check,
 )
 from sparsefield.datasets.poses import check_rotation, frustum_box, llff_to_opengl, pinhole_cameras
-from sparsefield.datasets.scene import DatasetError, SceneData
+from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args, holdout_splits
 
 LLFF_HOLD = 8
 """Every 8th image (0, 8, 16, ...) is a test image (NeRF's and RegNeRF's ``llffhold``)."""
@@ -58,12 +58,9 @@ def load_llff(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData
     Raises:
         DatasetError: for a missing, malformed or inconsistent input.
     """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    background = np.asarray(background, np.float32)
-    root = Path(root)
+    root, background = check_load_args(root, scale, background)
     if not root.is_dir():
-        raise DatasetError(root, "dataset folder does not exist")
+        raise DatasetError(root, "not a folder")
     path = root / "poses_bounds.npy"
     c2w, hwf, bounds = read_poses_bounds(path)
     s = 1.0 / (bounds.min() * BD_FACTOR)
@@ -81,17 +78,12 @@ def load_llff(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData
     cameras = pinhole_cameras(
         c2w, hwf[:, 2] / factor, hwf[:, 2] / factor, width / 2, height / 2, width, height
     ).scaled(scale * factor)
-    ids = np.arange(len(files))
     near, far = 0.9 * float(bounds.min()), float(bounds.max())
     return SceneData(
         images=images,
         masks=masks,
         cameras=cameras,
-        splits={
-            "train": ids[ids % LLFF_HOLD != 0],
-            "val": np.zeros(0, np.int64),
-            "test": ids[ids % LLFF_HOLD == 0],
-        },
+        splits=holdout_splits(len(files), LLFF_HOLD),
         bbox=frustum_box(cameras, near, far),
         near=near,
         far=far,

@@ -25,7 +25,7 @@ from sparsefield.datasets.blender import (
     _scene_bounds,
 )
 from sparsefield.datasets.poses import CameraModelWarning, box_bounds, camera_box
-from sparsefield.datasets.scene import DatasetError, SceneData
+from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
 
 TRAIN_FRACTION = 0.9
 """nerfstudio's default ``train_split_fraction`` when the file lists no split."""
@@ -66,12 +66,7 @@ def load_nerfstudio(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> Sce
         DatasetError: for a missing, malformed or inconsistent input, or a camera model
             that is not a pinhole camera with distortion (e.g. fisheye).
     """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    background = np.asarray(background, np.float32)
-    root = Path(root)
-    if not root.exists():
-        raise DatasetError(root, "dataset folder does not exist")
+    root, background = check_load_args(root, scale, background)
     path = root if root.is_file() else root / "transforms.json"
     root = path.parent
     if not path.is_file():

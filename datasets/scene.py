@@ -63,3 +63,23 @@ class SceneData:
         if ids is None or len(ids) == 0:
             raise DatasetError(self.root, f"the '{name}' split is empty")
         return ids
+
+
+def check_load_args(root, scale: float, background) -> tuple[Path, np.ndarray]:
+    """Validate the arguments every loader takes; returns ``root`` as a Path and the
+    background as a float32 RGB triple. Raises `DatasetError` if ``root`` is absent."""
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    background = np.asarray(background, np.float32)
+    if background.shape != (3,):
+        raise ValueError(f"background must be an RGB triple, got shape {background.shape}")
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(root, "dataset folder does not exist")
+    return root, background
+
+
+def holdout_splits(count: int, every: int) -> dict[str, np.ndarray]:
+    """Every ``every``-th image is test (from image 0), the rest train, no val."""
+    ids = np.arange(count)
+    return {"train": ids[ids % every != 0], "val": np.zeros(0, np.int64), "test": ids[ids % every == 0]}
