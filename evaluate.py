@@ -20,7 +20,7 @@ from sparsefield import metrics, runs
 from sparsefield.cameras import Cameras, orbit_poses
 from sparsefield.datasets import SceneData, apply_protocol, get_protocol, load_scene
 from sparsefield.datasets.protocols import ProtocolWarning
-from sparsefield.renderers.mesh import extract_mesh, write_mesh
+from sparsefield.renderers.mesh import DEFAULT_THRESHOLD, extract_mesh, write_mesh
 from sparsefield.renderers.render import render_image
 
 
@@ -44,6 +44,10 @@ class LoadedRun:
 def load_run(run: Path) -> LoadedRun:
     """Read a run folder (config and latest checkpoint)."""
     config, facts = runs.load_config(run)
+    if config.method == "splat":
+        from sparsefield import splat
+
+        return splat.load_run(run, config, facts)
     ckpt = runs.latest_checkpoint(run)
     if ckpt is None:
         raise runs.UsageError(f"{run}/checkpoints: the run has no checkpoint yet")
@@ -283,11 +287,13 @@ class ExportArgs:
     run: Path
     """Run folder."""
     out: Path = Path("mesh.ply")
-    """Output mesh; .ply, .obj or .glb."""
+    """Output mesh; .ply, .obj or .glb; a splat run also writes its Gaussians to a name
+    ending in .splat.ply (the 3D Gaussian splatting layout)."""
     resolution: int = 256
     """Marching-cubes grid points per axis."""
-    threshold: float = 10.0
-    """Density iso-level (1 / world length)."""
+    threshold: float | None = None
+    """Density iso-level: 1 / world length for a NeRF (default 10), summed Gaussian
+    opacity for a splat run (default 0.5)."""
 
 
 def orbit_cameras(loaded: LoadedRun, scene: SceneData, frames: int) -> Cameras:
@@ -332,12 +338,17 @@ def export_mesh(args: ExportArgs) -> Path:
     if suffix not in (".ply", ".obj", ".glb"):
         raise runs.UsageError(f"{args.out}: unsupported mesh format '{suffix}' (use .ply, .obj or .glb)")
     loaded = load_run(args.run)
+    if loaded.config.method == "splat":
+        from sparsefield import splat
+
+        return splat.export(loaded, args.out, args.resolution, args.threshold)
     params = loaded.state.params
     field = loaded.field
     density = jax.jit(lambda x: field.sigma(params, x))
     color = jax.jit(lambda x, d: field(params, x, d)[1])
     try:
-        mesh = extract_mesh(density, color, np.asarray(loaded.facts["bbox"]), args.resolution, args.threshold)
+        mesh = extract_mesh(density, color, np.asarray(loaded.facts["bbox"]), args.resolution,
+                            DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
     except ValueError as err:  # the field never reaches the threshold
         raise runs.UsageError(f"{args.run}: {err} Try a lower --threshold.") from None
     write_mesh(mesh, str(args.out))

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,7 @@ from sparsefield.renderers.regularizers import (
 )
 from sparsefield.renderers.render import RenderConfig
 from sparsefield.renderers.samplers import SampleAnnealing
+from sparsefield.splat import CONFIG_CLASSES as SPLAT_CONFIG_CLASSES, SplatConfig
 
 
 class UsageError(ValueError):
@@ -72,6 +73,12 @@ class OptimConfig:
 class RunConfig:
     """Everything that defines a run. Saved as ``config.json`` in the run folder."""
 
+    method: Literal["nerf", "splat"] = "nerf"
+    """What holds the scene: a radiance field (``nerf``) or 3D Gaussians (``splat``)."""
+    init_from: Path | None = None
+    """``--method splat``: seed the Gaussians where this NeRF run's density is high."""
+    splat: SplatConfig = SplatConfig()
+    """Gaussian-splatting settings (``--method splat``)."""
     data: Path | None = None
     """Dataset folder; None means the built-in demo scene."""
     views: int | None = 8
@@ -142,6 +149,7 @@ CONFIG_CLASSES = {
                 SampleAnnealing)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
+CONFIG_CLASSES.update({cls.__name__: cls for cls in SPLAT_CONFIG_CLASSES})
 
 
 @jax.tree_util.register_dataclass

@@ -200,6 +200,10 @@ def train(config: RunConfig) -> Path:
     config = dataclasses.replace(config, data=Path(data_dir))
     where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
     print(f"training views ({len(train_ids)}, {where}): {' '.join(str(i) for i in logged)}")
+    if config.method == "splat":
+        from sparsefield import splat
+
+        return splat.train_splat(config, scene, train_ids, logged, run)
 
     ckpt = runs.latest_checkpoint(run) if resumed else None
     start = runs.checkpoint_step(ckpt) if ckpt is not None else 0

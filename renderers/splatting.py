@@ -222,7 +222,9 @@ def _chunk_alpha(pix, mean, conic, opac, valid):
     d = pix[:, :, None, :] - mean[:, None, :, :]
     dx, dy = d[..., 0], d[..., 1]
     a, b, c = (conic[:, None, :, i] for i in range(3))
-    gauss = jnp.exp(-0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy)
+    power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
+    # unused list slots hold arbitrary Gaussians: exp(-inf) = 0 keeps inf * 0 out of the VJP
+    gauss = jnp.exp(jnp.where(valid[:, None, :], jnp.minimum(power, 0.0), -jnp.inf))
     raw = opac[:, None, :] * gauss
     keep = valid[:, None, :] & (raw >= ALPHA_MIN)
     return jnp.where(keep, jnp.minimum(raw, ALPHA_MAX), 0.0), gauss, dx, dy, raw
