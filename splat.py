@@ -249,6 +249,15 @@ def densify_step(strategy: DensifyStrategy, state: SplatState, step: int, extent
     return SplatState(state.step, params, opt_state, info["alive"], dstate)
 
 
+def save(run: Path, state: SplatState, history: dict, seconds: float) -> None:
+    """Checkpoint and training history (with the training time so far)."""
+    from sparsefield import evaluate, runs
+
+    history["train_seconds"] = seconds
+    runs.save_checkpoint(run, state)
+    evaluate.save_history(run, history)
+
+
 def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path:
     """Train a Gaussian scene (resuming ``run`` when it has a checkpoint), then evaluate."""
     from tqdm import tqdm
@@ -290,20 +299,14 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
                 history["eval"].append(quick_eval(SplatRun(run, config, {}, state), scene, done))
                 t_last = time.perf_counter()
             if done % config.checkpoint_every == 0:
-                history["train_seconds"] = seconds
-                runs.save_checkpoint(run, state)
-                evaluate.save_history(run, history)
+                save(run, state, history, seconds)
     except KeyboardInterrupt:
         bar.close()
-        history["train_seconds"] = seconds
-        runs.save_checkpoint(run, state)
-        evaluate.save_history(run, history)
+        save(run, state, history, seconds)
         print(f"\ninterrupted at step {int(state.step)}; resume with: sparsefield train --out {run}")
         sys.exit(130)
     bar.close()
-    history["train_seconds"] = seconds
-    runs.save_checkpoint(run, state)
-    evaluate.save_history(run, history)
+    save(run, state, history, seconds)
     print(f"{int(jnp.sum(state.alive)):,} Gaussians after {config.steps} steps in {seconds:.0f} s")
     evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run

@@ -93,3 +93,24 @@ def test_splat_method_trains_renders_and_exports(scene, tmp_path):
     assert len(gs.read_ply(tmp_path / "scene.splat.ply")["means"]) > 500
     evaluate.run_command("export", ["--run", str(run), "--out", str(tmp_path / "mesh.ply"), "--resolution", "32"])
     assert len(trimesh.load(tmp_path / "mesh.ply").faces) > 0
+
+
+def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
+    """A sphere of radius 0.5 seen by 4 cameras around it and one above: hull points stay
+    near it (the box corners are 1.7 away), and density seeding stays inside it."""
+    from sparsefield.cameras import image_rays, look_at, make_cameras
+
+    eyes = [[3, 0, 0.5], [0, 3, 0.5], [-3, 0, 0.5], [0, -3, 0.5], [0.1, 0, 3]]
+    cams = make_cameras(np.stack([look_at(e, [0, 0, 0]) for e in eyes]), 1.2, 32, 32)
+    masks = []
+    for k in range(len(eyes)):
+        o, d = (np.asarray(a) for a in image_rays(jax.tree_util.tree_map(jnp.asarray, cams[k])))
+        b = np.sum(o * d, -1)
+        masks.append((b * b - np.sum(o * o, -1) + 0.25 > 0).astype(np.float32))
+    bbox = np.array([[-1.0] * 3, [1.0] * 3])
+    points, colors = gs.visual_hull_points(0, cams, np.stack(masks), np.ones((5, 32, 32, 3)), bbox, 500)
+    assert len(points) == 500 and np.linalg.norm(points, axis=-1).max() < 0.9
+    np.testing.assert_allclose(colors, 1.0)
+    sphere = lambda x: np.where(np.linalg.norm(x, axis=-1) < 0.5, 100.0, 0.0).astype(np.float32)  # noqa: E731
+    points, _ = gs.density_points(0, sphere, lambda x, d: np.zeros_like(x), bbox, 300, resolution=32)
+    assert np.linalg.norm(points, axis=-1).max() < 0.5 + 2.0 / 31 * np.sqrt(3)
