@@ -40,7 +40,6 @@ def configs(steps: int | None) -> dict:
         default,
         field=dataclasses.replace(default.field, coarse_to_fine=None),
         render=dataclasses.replace(default.render, anneal=None),
-        occupancy=dataclasses.replace(default.occupancy, carve_with_masks=False),
         reg=reg.Regularizers(),
     )
 
@@ -57,7 +56,7 @@ def configs(steps: int | None) -> dict:
         "mask": with_reg(mask=reg.MaskLoss()),
         "depth": with_reg(depth_smoothness=reg.DepthSmoothness()),
         "anneal": dataclasses.replace(none, render=dataclasses.replace(none.render, anneal=SampleAnnealing())),
-        "hull": dataclasses.replace(none, occupancy=default.occupancy),
+        "hull": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, carve_with_masks=True)),
         "fewshot": PRESETS["fewshot"],
     }
     if steps is not None:

@@ -33,9 +33,12 @@ class OccupancyGridConfig:
     """Alpha threshold: occupied if sigma * step > min(threshold, mean(sigma * step))."""
     chunk: int = 2**16
     """Cells evaluated per batch during an update (bounds memory)."""
-    carve_with_masks: bool = True
+    carve_with_masks: bool = False
     """Visual-hull carving: cells that some training view sees as background (alpha mask)
-    stay empty for the whole run (GaussianObject / space carving). Needs alpha masks."""
+    stay empty for the whole run (GaussianObject / space carving). Needs alpha masks.
+    Off by default: on the demo scene from 8 views it cost 0.85 dB test PSNR (23.70
+    against 24.55 dB, 1000 steps), though SSIM / LPIPS were a little better with it
+    (0.910 / 0.121 against 0.904 / 0.146)."""
 
 
 @jax.tree_util.register_dataclass
