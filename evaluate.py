@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import tyro
 
-from sparsefield import metrics, runs
+from sparsefield import metrics, parallel, runs
 from sparsefield.cameras import Cameras, orbit_poses
 from sparsefield.datasets import SceneData, apply_protocol, get_protocol, load_scene
 from sparsefield.datasets.protocols import ProtocolWarning
@@ -37,7 +37,7 @@ class LoadedRun:
     def render(self, camera: Cameras, background) -> dict[str, np.ndarray]:
         return render_image(
             self.field.__call__, self.state.params, camera,
-            self.facts["bbox"], self.state.grid, self.config.render, background,
+            self.facts["bbox"], self.state.grid, self.config.render, background, parallel.local_mesh(),
         )
 
 

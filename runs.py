@@ -28,6 +28,7 @@ from sparsefield.fields.field import FieldConfig, RadianceField
 from sparsefield.fields.frequency import CoarseToFine
 from sparsefield.fields.modulation import CAM
 from sparsefield.fields.sh import SphericalHarmonics
+from sparsefield.parallel import DistributedConfig
 from sparsefield.renderers.occupancy_grid import (
     OccupancyGridConfig,
     OccupancyGridState,
@@ -118,6 +119,8 @@ class RunConfig:
     reg: Regularizers = Regularizers(distortion=Distortion())
     """Loss terms besides the colour loss (sparse-view regularizers); the distortion loss
     is on by default (it removes semi-transparent floaters: +0.1 dB on the demo scene)."""
+    dist: DistributedConfig = DistributedConfig()
+    """Multi-host launch (``jax.distributed``); single-process when unset."""
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -146,7 +149,7 @@ CONFIG_CLASSES = {
     for cls in (RunConfig, FieldConfig, *ALL_ENCODINGS, SphericalHarmonics, RenderConfig,
                 OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM,
                 Occlusion, RayEntropy, OpacityPrior, MaskLoss, DepthSmoothness, UnseenPatches,
-                SampleAnnealing)
+                SampleAnnealing, DistributedConfig)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 CONFIG_CLASSES.update({cls.__name__: cls for cls in SPLAT_CONFIG_CLASSES})

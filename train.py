@@ -24,7 +24,9 @@ import numpy as np
 import optax
 import tyro
 
-from sparsefield import evaluate, runs
+from jax.sharding import PartitionSpec as P
+
+from sparsefield import evaluate, parallel, runs
 from sparsefield.datasets import (
     DatasetError, SceneData, apply_protocol, get_protocol, load_scene, select_views,
 )
@@ -36,7 +38,7 @@ from sparsefield.renderers.render import render_rays
 from sparsefield.runs import RunConfig, TrainState
 
 
-def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
+def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, mesh=None):
     """Build ``train_step(state, data, key) -> (state, metrics)``, jitted, state donated.
 
     The loss is a dict of named terms (``rgb`` is the MSE over the rays that fit in the
@@ -44,37 +46,82 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
     training rays, the step draws and renders the extra ray sets the loss terms ask for
     (``patch``: unseen-view patches, `unseen_patches`), passed to the terms as
     ``outputs[name]``.
+
+    Data parallel over ``mesh`` (default: every device, `parallel.data_mesh`): each
+    device draws, marches and renders its ``R / n`` rays with a ``K / n`` sample budget
+    (`jax.shard_map`); the loss terms, gradients and the update see the whole batch.
+    Every ray (and patch) draws from its own key ``fold_in(key, global id)``, so one
+    device and many give the same batch and, up to summation order, the same step.
     """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    shards = mesh.devices.size
     optimizer = runs.make_optimizer(config)
     box = jnp.asarray(bbox, jnp.float32)
     diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
     step_size = diagonal / config.render.num_samples
     terms = config.reg.terms()
-    ray_sets = extra_ray_sets(config, terms, box, diagonal)
+    ray_sets = {
+        "rays": (lambda d, k: sample_rays(d, k, 1, config.random_background),
+                 config.rays_per_batch, config.render),
+        **extra_ray_sets(config, terms, box, diagonal),
+    }
+    for name, (_, count, _) in ray_sets.items():
+        if count % shards:
+            raise runs.UsageError(f"{name}: {count} per step do not split over {shards} devices")
 
-    def render(params, origins, directions, background, grid, key, step, render_config):
+    def render(params, origins, directions, background, grid, keys, step, render_config):
         progress = step / config.steps
         out = render_rays(
             lambda x, d: field(params, x, d, progress), origins, directions,
-            background, box, grid, render_config, key, step,
+            background, box, grid, render_config, keys, step,
         )
         out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
         return out
 
-    def loss_fn(params, batch, grid, key, step):
-        out = render(params, batch["origins"], batch["directions"], batch["background"],
-                     grid, key, step, config.render)
+    def render_shard(params, data, grid, key, step):
+        """This device's share of every ray set: drawn, then rendered."""
+        if data.images.ndim == 5:  # several processes: this device's slice of the views
+            data = jax.tree_util.tree_map(lambda a: a[0], data)
+        # Varying copies of the replicated parameters: the transpose of this cast sums
+        # the gradients over the devices (custom VJPs, like the grid's, need it explicit).
+        params = jax.tree_util.tree_map(lambda p: jax.lax.pcast(p, parallel.AXIS, to="varying"), params)
+        shard = jax.lax.axis_index(parallel.AXIS)
+        batch, out, samples = {}, {}, None
+        for i, (name, (sample_one, count, render_config)) in enumerate(ray_sets.items()):
+            ids = shard * (count // shards) + jnp.arange(count // shards)
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, i), ids)
+            drawn = jax.vmap(lambda k: sample_one(data, k))(keys)
+            drawn = {k: v.reshape(-1, *v.shape[2:]) for k, v in drawn.items()}
+            batch |= drawn
+            prefix = "" if name == "rays" else f"{name}_"
+            rays_each = drawn[f"{prefix}origins"].shape[0] // keys.shape[0]
+            march_keys = jax.vmap(jax.random.fold_in)(
+                jnp.repeat(keys, rays_each, axis=0), jnp.tile(jnp.arange(rays_each), keys.shape[0]))
+            background = batch["background"] if name == "rays" else jnp.zeros(3)
+            budget = dataclasses.replace(render_config, sample_budget=render_config.sample_budget // shards)
+            o = render(params, drawn[f"{prefix}origins"], drawn[f"{prefix}directions"], background,
+                       grid, march_keys, step, budget)
+            marched = o.pop("num_samples")
+            if name == "rays":
+                out, samples = out | o, marched
+            else:
+                out[name] = o
+        return batch, out, jax.lax.psum(samples, parallel.AXIS)
+
+    def loss_fn(params, data, grid, key, step):
+        data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
+        batch, out, samples = jax.shard_map(
+            render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
+            out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
+        )(params, data, grid, key, step)
         keep = out["complete"].astype(jnp.float32)
         rays = jnp.maximum(jnp.sum(keep), 1.0)
         sq_err = jnp.mean((out["rgb"] - batch["rgb"]) ** 2, axis=-1)
         losses = {"rgb": jnp.sum(sq_err * keep) / rays}
         out["encoding"], out["encoding_params"] = field.config.encoding, params["encoding"]
-        for i, (name, (_, render_config)) in enumerate(ray_sets.items()):
-            out[name] = render(params, batch[f"{name}_origins"], batch[f"{name}_directions"],
-                               jnp.zeros(3), grid, jax.random.fold_in(key, i + 1), step, render_config)
         for name, term in terms.items():
             losses[name] = term.weight_at(step) * term(out, batch, step)
-        aux = {"losses": losses, "rays": jnp.sum(keep), "samples": out["num_samples"]}
+        aux = {"losses": losses, "rays": jnp.sum(keep), "samples": samples}
         return sum(losses.values()), aux
 
     def refresh_grid(state: TrainState, key):
@@ -87,13 +134,10 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
         return jax.lax.cond(state.step % occ.update_every == 0, update, lambda g: g, state.grid)
 
     def train_step(state: TrainState, data: RayData, key: jax.Array):
-        k_rays, k_march, k_grid = jax.random.split(key, 3)
+        k_rays, k_grid = jax.random.split(key)
         grid = refresh_grid(state, k_grid)
-        batch = sample_rays(data, k_rays, config.rays_per_batch, config.random_background)
-        for i, (sample, _) in enumerate(ray_sets.values()):
-            batch |= sample(data, jax.random.fold_in(k_rays, i + 1))
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, grid, k_march, state.step
+            state.params, data, grid, k_rays, state.step
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -110,18 +154,19 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray):
 
 
 def extra_ray_sets(config: RunConfig, terms: dict, box, diagonal: float) -> dict:
-    """``name -> (sample(data, key) -> batch entries, RenderConfig)`` for the ray sets the
-    loss terms need besides the training rays: ``patch`` (unseen-view patches) when a
-    term declares ``needs_patches``."""
+    """``name -> (sample_one(data, key) -> batch entries [1, ...], count, RenderConfig)``
+    for the ray sets the loss terms need besides the training rays: ``patch`` (one
+    unseen-view patch per key, ``count`` patches) when a term declares ``needs_patches``."""
     spec = unseen_patches(terms)
     if spec is None:
         return {}
     sample = functools.partial(
-        sample_patches, center=box.mean(axis=0), scale=diagonal, num_patches=spec.num_patches,
+        sample_patches, center=box.mean(axis=0), scale=diagonal, num_patches=1,
         size=spec.size, stride=spec.stride, angle_jitter=spec.angle_jitter,
         radius_jitter=spec.radius_jitter, target_jitter=spec.target_jitter,
     )
-    return {"patch": (sample, dataclasses.replace(config.render, sample_budget=spec.sample_budget))}
+    render_config = dataclasses.replace(config.render, sample_budget=spec.sample_budget)
+    return {"patch": (sample, spec.num_patches, render_config)}
 
 
 # ---- the train command -------------------------------------------------------------------
@@ -189,11 +234,12 @@ def grow(config: RunConfig, state: TrainState, step: int) -> TrainState:
 
 def train(config: RunConfig) -> Path:
     """Train a run (resuming it if ``config.out`` holds one) and evaluate it."""
+    parallel.initialize(config.dist)
     run = Path(config.out)
     resumed = (run / "config.json").exists()
     if resumed:
         saved, _ = runs.load_config(run)
-        config = dataclasses.replace(saved, steps=config.steps)
+        config = dataclasses.replace(saved, steps=config.steps, dist=config.dist)
     config = resolve_protocol(config)
     scene, train_ids, logged = prepare(config)
     data_dir = config.data or scene.root
@@ -212,17 +258,20 @@ def train(config: RunConfig) -> Path:
     if ckpt is not None:
         state = runs.load_checkpoint(ckpt, state)
         print(f"resuming {run} from step {int(state.step)}")
-    runs.save_config(
-        config, run,
-        {"train_view_ids": [int(i) for i in logged], "bbox": scene.bbox.tolist(),
-         "test_ids": [int(i) for i in evaluate.test_views(config, scene)],
-         "num_params": count_params(state.params), "devices": jax.device_count()},
-    )
-    data = make_ray_data(scene, train_ids)
+    if parallel.is_writer():
+        runs.save_config(
+            config, run,
+            {"train_view_ids": [int(i) for i in logged], "bbox": scene.bbox.tolist(),
+             "test_ids": [int(i) for i in evaluate.test_views(config, scene)],
+             "num_params": count_params(state.params), "devices": jax.device_count()},
+        )
     if ckpt is None:
         state = carve_grid(config, scene, train_ids, state)
-    state, seconds = fit(config, field, scene, state, data, run)
-    evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
+    mesh = parallel.data_mesh()
+    data = parallel.put_ray_data(make_ray_data(scene, parallel.process_share(train_ids)), mesh)
+    state, seconds = fit(config, field, scene, parallel.replicate(state, mesh), data, run, mesh)
+    if parallel.is_writer():
+        evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run
 
 
@@ -236,30 +285,33 @@ def carve_grid(config: RunConfig, scene: SceneData, ids: np.ndarray, state: Trai
     return dataclasses.replace(state, grid=grid)
 
 
-def fit(config, field, scene, state, data, run: Path):
-    """The training loop: progress bar, periodic eval, checkpoints, Ctrl-C safety."""
+def fit(config, field, scene, state, data, run: Path, mesh):
+    """The training loop over the devices of ``mesh``: progress bar, periodic eval,
+    checkpoints, Ctrl-C safety. Process 0 alone evaluates and writes the run folder."""
     from tqdm import tqdm
 
-    staged = runs.at_step(config, int(state.step))
-    step_fn = make_train_step(staged, field, scene.bbox)
+    staged = runs.at_step(config, int(parallel.to_host(state.step)))
+    step_fn = make_train_step(staged, field, scene.bbox, mesh)
+    writer = parallel.is_writer()
     base_key = jax.random.PRNGKey(config.seed + 1)
     history = evaluate.load_history(run)
-    start = int(state.step)
+    start = int(parallel.to_host(state.step))
     seconds = history.get("train_seconds", 0.0)
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True, disable=not writer)
     t_last, rays_acc = time.perf_counter(), 0.0
     try:
         for step in range(start, config.steps):
             if runs.at_step(config, step) != staged:
-                state, staged = grow(config, state, step), runs.at_step(config, step)
+                state = parallel.replicate(grow(config, parallel.to_host(state), step), mesh)
+                staged = runs.at_step(config, step)
                 field = runs.make_field(staged, scene.bbox)
-                step_fn = make_train_step(staged, field, scene.bbox)
+                step_fn = make_train_step(staged, field, scene.bbox, mesh)
             state, metrics = step_fn(state, data, jax.random.fold_in(base_key, step))
             done = step + 1
             if done % 10 == 0 or done == config.steps:
-                m = jax.device_get(metrics)
+                m = parallel.to_host(metrics)
                 now = time.perf_counter()
                 seconds += now - t_last
                 rays_acc += float(m["rays"]) * 10
@@ -268,11 +320,11 @@ def fit(config, field, scene, state, data, run: Path):
                 bar.update(done - bar.n)
                 t_last, rays_acc = now, 0.0
                 history["train"].append({k: float(v) for k, v in m.items()} | {"step": done})
-            if done % config.eval_every == 0 and done < config.steps:
-                history["eval"].append(evaluate.quick_eval(config, field, scene, state, done))
-            if done % config.checkpoint_every == 0 or interrupted:
+            if done % config.eval_every == 0 and done < config.steps and writer:
+                history["eval"].append(evaluate.quick_eval(config, field, scene, parallel.to_host(state), done))
+            if (done % config.checkpoint_every == 0 or interrupted) and writer:
                 history["train_seconds"] = seconds
-                runs.save_checkpoint(run, state)
+                runs.save_checkpoint(run, parallel.to_host(state))
                 evaluate.save_history(run, history)
             if interrupted:
                 bar.close()
@@ -282,8 +334,9 @@ def fit(config, field, scene, state, data, run: Path):
         signal.signal(signal.SIGINT, previous)
         bar.close()
     history["train_seconds"] = seconds
-    runs.save_checkpoint(run, state)
-    evaluate.save_history(run, history)
+    if writer:
+        runs.save_checkpoint(run, parallel.to_host(state))
+        evaluate.save_history(run, history)
     return state, seconds
 
 

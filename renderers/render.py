@@ -24,6 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Float
 
 from sparsefield.cameras import Cameras, image_rays, intersect_box
@@ -140,18 +141,43 @@ def _field_pass(field_fn, params, origins, directions, bbox, grid, background, n
     return out
 
 
-def render_chunk(field_fn, params, origins, directions, bbox, grid, config, background):
+def render_chunk(field_fn, params, origins, directions, bbox, grid, config, background, mesh=None):
     """Render one chunk of rays (inference): count the occupied samples, then evaluate
-    the field on exactly those, packed into a power-of-two buffer."""
-    n = int(_march_count(origins, directions, bbox, grid, config.num_samples))
-    return _field_pass(
-        field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
-        _bucket(n), config.min_transmittance,
+    the field on exactly those, packed into a power-of-two buffer. With a ``mesh``, the
+    chunk is split along its one axis and each device marches and shades its part."""
+    if mesh is None:
+        n = int(_march_count(origins, directions, bbox, grid, config.num_samples))
+        return _field_pass(
+            field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
+            _bucket(n), config.min_transmittance,
+        )
+    counts = _march_count_sharded(mesh, origins, directions, bbox, grid, config.num_samples)
+    return _field_pass_sharded(
+        mesh, field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
+        _bucket(int(np.max(counts))), config.min_transmittance,
     )
 
 
+@functools.partial(jax.jit, static_argnames=("mesh", "num_samples"))
+def _march_count_sharded(mesh, origins, directions, bbox, grid, num_samples):
+    rays, rep = P(mesh.axis_names[0]), P()
+    count = lambda o, d, b, g: _march_count(o, d, b, g, num_samples)[None]  # noqa: E731
+    return jax.shard_map(count, mesh=mesh, in_specs=(rays, rays, rep, rep), out_specs=rays)(
+        origins, directions, bbox, grid)
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "field_fn", "num_samples", "budget"))
+def _field_pass_sharded(mesh, field_fn, params, origins, directions, bbox, grid, background,
+                        num_samples, budget, min_trans):
+    rays, rep = P(mesh.axis_names[0]), P()
+    shade = lambda p, o, d, b, g, bg, m: _field_pass(  # noqa: E731
+        field_fn, p, o, d, b, g, bg, num_samples, budget, m)
+    return jax.shard_map(shade, mesh=mesh, in_specs=(rep, rays, rays, rep, rep, rep, rep), out_specs=rays)(
+        params, origins, directions, bbox, grid, background, min_trans)
+
+
 def render_image(
-    field_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background
+    field_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background, mesh=None
 ) -> dict[str, np.ndarray]:
     """Render one camera: ``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` and
     ``samples [H, W]`` (occupied samples per ray seen through more than
@@ -160,6 +186,9 @@ def render_image(
     Here the field callable takes the parameters first, ``field_fn(params, x, d)``, and
     must be hashable (a static jit argument, e.g. a bound method of a frozen field): the
     same object reuses compiled code across calls.
+
+    With a device ``mesh`` (one axis), each chunk holds ``chunk`` rays per device and is
+    split over the devices; parameters and grid are replicated on them once.
     """
     origins, directions = image_rays(camera)
     origins = origins.reshape(-1, 3)
@@ -168,13 +197,16 @@ def render_image(
     background = jnp.asarray(background, jnp.float32)
     total = origins.shape[0]
     chunk = config.chunk
+    if mesh is not None:
+        params, grid = jax.device_put((params, grid), NamedSharding(mesh, P()))
+        chunk *= mesh.devices.size
     pad = (-total) % chunk
     origins = jnp.pad(origins, ((0, pad), (0, 0)))
     directions = jnp.pad(directions, ((0, pad), (0, 0)), constant_values=1.0)
     parts = []
     for start in range(0, total + pad, chunk):
         sl = slice(start, start + chunk)
-        out = render_chunk(field_fn, params, origins[sl], directions[sl], bbox, grid, config, background)
+        out = render_chunk(field_fn, params, origins[sl], directions[sl], bbox, grid, config, background, mesh)
         parts.append(jax.device_get(out))
     merged = {k: np.concatenate([p[k] for p in parts])[:total] for k in parts[0]}
     shape = (camera.height, camera.width)

@@ -27,12 +27,19 @@ def sample_stratified(
 
     ``t_i = t_near + (i + u_i) (t_far - t_near) / S`` with ``u_i ~ U[0, 1)`` when ``key``
     is given (training) and ``u_i = 1/2`` otherwise (bin midpoints, deterministic).
+    ``key`` may also be one key per ray (``[R, 2]``): each ray's draw then depends on its
+    own key only, not on how the rays are batched or sharded over devices.
 
     Returns:
         sample distances ``t [R, S]`` and interval lengths ``delta [R, S]`` (the bin width).
     """
     shape = (t_near.shape[0], num_samples)
-    u = 0.5 if key is None else jax.random.uniform(key, shape)
+    if key is None:
+        u = 0.5
+    elif jnp.ndim(key) == 2:
+        u = jax.vmap(lambda k: jax.random.uniform(k, (num_samples,)))(key)
+    else:
+        u = jax.random.uniform(key, shape)
     width = (t_far - t_near) / num_samples
     t = t_near[:, None] + (jnp.arange(num_samples) + u) * width[:, None]
     return t, jnp.broadcast_to(width[:, None], shape)
