@@ -3,8 +3,10 @@ kernels) on the same Gaussians and camera, forward and forward+backward, in one 
 
     python benchmarks/splatting.py [--sizes 10000 50000 200000] [--repeats 3]
 
-splax is optional (``pip install splax``, or the ``bench`` extra); without it only
-sparsefield's timings are printed. On a CPU splax needs two settings before use (its Warp
+splax is optional and not a dependency (``pip install splax``; on a CPU-only machine
+then ``pip uninstall jax-cuda12-plugin jax-cuda12-pjrt``, which it pulls in); without it
+only sparsefield's timings are printed. sparsefield runs on all cores through XLA, splax's
+Warp CPU kernels on about one. On a CPU splax needs two settings before use (its Warp
 graph mode forced to NONE, and Warp's CPU blocks enabled), set here. splax must be
 imported before scipy (it sets ``SCIPY_ARRAY_API``), so it is imported first.
 """
