@@ -21,6 +21,7 @@ from sparsefield.fields.frequency import CoarseToFine, Frequency
 from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.mlp import apply_mlp, init_mlp
 from sparsefield.fields.modulation import CAM
+from sparsefield.fields.pruning import SaliencyMask
 from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.fields.simplex import SimplexGrid
 from sparsefield.fields.voxel import VoxelGrid
@@ -80,6 +81,9 @@ class FieldConfig:
     """FreeNeRF's mask on the encoding's octaves or grid levels (coarse first); off if None."""
     cam: CAM | None = None
     """Coordinate-aware modulation of the density MLP's hidden layer; off if None."""
+    saliency: SaliencyMask | None = None
+    """HollowNeRF's saliency mask m(x) multiplying the features of every level; off if None
+    (the run's ``pruner`` sparsifies it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +108,8 @@ class RadianceField:
             if c.density_layers < 1:
                 raise ValueError("CAM modulates a hidden layer: needs density_layers >= 1")
             params["cam"] = c.cam.init(k_cam, c.hidden)
+        if c.saliency is not None:
+            params["saliency"] = c.saliency.init()
         return params
 
     def normalize(self, x: Float[Array, "... 3"]) -> Float[Array, "... 3"]:
@@ -125,6 +131,8 @@ class RadianceField:
         enc = c.encoding
         unit = self.normalize(x)
         feats = enc.apply(params["encoding"], unit)
+        if c.saliency is not None:
+            feats = feats * c.saliency.apply(params["saliency"], unit)[..., None].astype(feats.dtype)
         mlp_in = feats
         if c.coarse_to_fine is not None and progress is not None:
             mlp_in = feats * c.coarse_to_fine.mask(enc.feature_levels, progress).astype(feats.dtype)

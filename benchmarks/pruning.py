@@ -1,0 +1,155 @@
+"""Saliency pruning (HollowNeRF) on the demo scene: test PSNR against parameter count,
+checkpoint size before and after compaction, and the training time of mask and ADMM.
+
+    python benchmarks/pruning.py                                  # the default sweep
+    python benchmarks/pruning.py --steps 500 --scale 0.5 --unpruned 17 19 --pruned 19:0.9
+    python benchmarks/pruning.py --overhead-only
+
+Trains the built-in demo scene from 8 views through the command line, once per grid:
+unpruned hash grids at several table sizes ``T = 2^n`` (``--unpruned n ...``) and pruned
+ones (``--preset pruned``) at ``T`` and target sparsity (``--pruned n:s ...``), everything
+else at the defaults. For each run it prints test PSNR and three parameter counts:
+
+- ``allocated``: every table row, ``L T F`` + MLPs (what an unpruned run's metrics.json
+  reports);
+- ``reachable``: HollowNeRF's count, table rows some point with ``m(x) > 0`` can reach
+  (for an unpruned grid: rows any point reaches; dense coarse levels use fewer than T)
+  + MLPs + the mask's non-zeros (a pruned run's ``num_params``);
+- ``% ref``: reachable parameters relative to the unpruned grid at ``--reference`` (2^19).
+
+Checkpoint sizes: the run's last checkpoint (compacted for pruned runs) and the same
+state saved densely. The overhead of the mask and ADMM is the time per training step of
+the pruned config over the unpruned one at the same T, measured in one process,
+alternating, after compilation (the machine may be shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def train(out: Path, log2_t: int, sparsity: float | None, steps: int, scale: float, extra: list[str]) -> dict:
+    pruned = [] if sparsity is None else ["--preset", "pruned", "pruner:admm-pruner", "--pruner.sparsity", str(sparsity)]
+    cmd = [sys.executable, "-m", "sparsefield.launch", "train", "--steps", str(steps),
+           "--scale", str(scale), "--out", str(out), "--eval-every", str(10 * steps),
+           "--checkpoint-every", str(10 * steps), *extra,
+           "field.encoding:hash", "--field.encoding.log2-table-size", str(log2_t), *pruned]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{out.name}: training failed\n{proc.stderr[-3000:]}")
+    return {**json.loads((out / "metrics.json").read_text()), "wall_seconds": time.perf_counter() - t0}
+
+
+def measure(out: Path) -> dict:
+    """Parameter counts and checkpoint sizes of a finished run."""
+    import numpy as np
+
+    from sparsefield import evaluate, runs
+    from sparsefield.fields import pruning
+
+    loaded = evaluate.load_run(out)
+    enc, saliency = loaded.config.field.encoding, loaded.config.field.saliency
+    if saliency is None:
+        live = np.ones((64, 64, 64), bool)
+    else:
+        live = pruning.live_cells(saliency, loaded.state.params["saliency"]["mask"])
+    keep = pruning.reachable_rows(enc.spec, live)
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = runs.save_checkpoint(Path(tmp), loaded.state).stat().st_size
+    return {
+        "allocated": loaded.facts.get("num_params_dense", loaded.facts["num_params"]),
+        "reachable": pruning.count_pruned_params(loaded.state.params, keep, enc.features),
+        "ckpt": runs.latest_checkpoint(out).stat().st_size, "ckpt_dense": dense,
+    }
+
+
+def step_overhead(log2_t: int, sparsity: float, steps: int, rounds: int) -> tuple[float, float]:
+    """Seconds per training step, unpruned and pruned (ADMM phase, z / u updates included)."""
+    import jax
+    import numpy as np
+
+    from sparsefield import runs
+    from sparsefield.datasets import load_scene, select_views
+    from sparsefield.datasets.batches import make_ray_data
+    from sparsefield.datasets.synthetic import demo_scene_path
+    from train_speed import _train_module  # benchmarks/ is on sys.path
+
+    train_mod = _train_module()
+    scene = load_scene(demo_scene_path(), scale=0.5)
+    ids = scene.split("train")
+    data = make_ray_data(scene, ids[select_views(np.asarray(scene.cameras.centers)[ids], n=8)])
+    base = runs.PRESETS["default"]
+    base = dataclasses.replace(base, field=dataclasses.replace(
+        base.field, encoding=dataclasses.replace(base.field.encoding, log2_table_size=log2_t)))
+    pruned = dataclasses.replace(
+        runs.PRESETS["pruned"], field=dataclasses.replace(runs.PRESETS["pruned"].field, encoding=base.field.encoding),
+        pruner=dataclasses.replace(runs.PRESETS["pruned"].pruner, sparsity=sparsity, start=0.0, end=1.0))
+    setups = []
+    for config in (base, pruned):
+        config = dataclasses.replace(config, steps=10**6)
+        field = runs.make_field(config, scene.bbox)
+        state = runs.init_state(config, field)
+        step_fn = train_mod.make_train_step(config, field, scene.bbox)
+        for i in range(20):  # compile, and past the occupancy grid's warm-up
+            state, m = step_fn(state, data, jax.random.PRNGKey(i))
+        jax.block_until_ready(m)
+        setups.append([step_fn, state])
+    times = [0.0, 0.0]
+    for r in range(rounds):
+        for j, setup in enumerate(setups):
+            t0 = time.perf_counter()
+            for i in range(steps):
+                setup[1], m = setup[0](setup[1], data, jax.random.PRNGKey(1000 + r * steps + i))
+            jax.block_until_ready(m)
+            times[j] += time.perf_counter() - t0
+    return times[0] / (rounds * steps), times[1] / (rounds * steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--unpruned", type=int, nargs="*", default=[15, 17, 19])
+    parser.add_argument("--pruned", nargs="*", default=["17:0.9", "19:0.9", "19:0.95"])
+    parser.add_argument("--reference", type=int, default=19)
+    parser.add_argument("--overhead-steps", type=int, default=32, help="0: skip the step timing")
+    parser.add_argument("--overhead-rounds", type=int, default=3)
+    parser.add_argument("--overhead-only", action="store_true")
+    parser.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
+    args = parser.parse_args()
+
+    if not args.overhead_only:
+        root = Path(tempfile.mkdtemp(prefix="sparsefield-pruning-"))
+        print(f"demo scene, 8 views, scale {args.scale}, {args.steps} steps; runs in {root}")
+        print(f"{'run':12s} {'PSNR':>6s} {'allocated':>11s} {'reachable':>11s} {'% ref':>6s} "
+              f"{'ckpt MB':>8s} {'dense MB':>8s} {'train s':>8s}")
+        jobs = [(f"T2^{n}", n, None) for n in args.unpruned]
+        jobs += [(f"T2^{n} s{s}", int(n), float(s)) for n, s in (p.split(":") for p in args.pruned)]
+        ref = None
+        for name, n, sparsity in sorted(jobs, key=lambda j: (j[2] is not None, j[1] != args.reference)):
+            out = root / name.replace(" ", "_").replace("^", "")
+            m = train(out, n, sparsity, args.steps, args.scale, args.extra) | measure(out)
+            if sparsity is None and n == args.reference:
+                ref = m["reachable"]
+            share = f"{100 * m['reachable'] / ref:6.1f}" if ref else f"{'-':>6s}"
+            print(f"{name:12s} {m['psnr']:6.2f} {m['allocated']:11,d} {m['reachable']:11,d} {share} "
+                  f"{m['ckpt'] / 2**20:8.1f} {m['ckpt_dense'] / 2**20:8.1f} {m['train_seconds']:8.1f}", flush=True)
+
+    if args.overhead_steps <= 0:
+        return
+    n, s = args.pruned[0].split(":") if args.pruned else (str(args.reference), "0.9")
+    plain, pruned = step_overhead(int(n), float(s), args.overhead_steps, args.overhead_rounds)
+    print(f"step time at T = 2^{n}: unpruned {plain * 1e3:.1f} ms, pruned (ADMM phase) "
+          f"{pruned * 1e3:.1f} ms: overhead {100 * (pruned / plain - 1):+.1f}%")
+
+
+if __name__ == "__main__":
+    main()
