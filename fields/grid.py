@@ -119,8 +119,11 @@ def grid_encode(spec: GridSpec, table: Float[Array, "L T F"], x: Float[Array, "N
     """Multi-level grid features ``[N, L*F]``: ``f_l(x) = sum_v w_v(x) table_l[row_v(x)]``.
 
     Forward gathers each vertex separately (no ``[N, L, V]`` buffers); the backward pass
-    is one scatter-add of all ``L * V`` contributions into the flat table (a custom VJP,
-    because the transpose of ``L * V`` gathers would be ``L * V`` full-table scatters).
+    adds the ``L * V`` contributions into one flat table gradient by a chain of in-place
+    scatter-adds (a custom VJP: the automatic transpose of ``L * V`` gathers would be
+    ``L * V`` full-table zero-fill-and-add scatters). The chain beat one scatter of all
+    contributions stacked into ``[L * V * N]`` buffers by about 25% on a 2-core CPU
+    (65,536 points, 16 levels, T = 2^17), the stacking costing as much as the scatter.
     """
     return _grid_encode(spec, table, x)
 
@@ -148,9 +151,9 @@ def _grid_encode_bwd(spec, res, g):
     levels, size, feats = table.shape
     g = g.reshape(g.shape[0], levels, feats)
     corners = list(spec.corners(x))
-    rows = jnp.stack([row for _, row, _ in corners])
-    vals = jnp.stack([w[:, None].astype(g.dtype) * g[:, lvl] for lvl, _, w in corners])
-    g_table = jnp.zeros((levels * size, feats), g.dtype).at[rows].add(vals)
+    g_table = jnp.zeros((levels * size, feats), g.dtype)
+    for lvl, row, w in corners:
+        g_table = g_table.at[row].add(w[:, None].astype(g.dtype) * g[:, lvl], mode="promise_in_bounds")
 
     # d/dx through the weights only (rows are piecewise constant); XLA drops this
     # whole branch when the caller does not differentiate with respect to x.
