@@ -27,6 +27,8 @@ from sparsefield.fields.encoding import ALL_ENCODINGS
 from sparsefield.fields.field import FieldConfig, RadianceField
 from sparsefield.fields.frequency import CoarseToFine
 from sparsefield.fields.modulation import CAM
+from sparsefield.fields import pruning
+from sparsefield.fields.pruning import ADMMPruner, ADMMState, SaliencyMask
 from sparsefield.fields.sh import SphericalHarmonics
 from sparsefield.parallel import DistributedConfig
 from sparsefield.renderers.occupancy_grid import (
@@ -119,6 +121,9 @@ class RunConfig:
     reg: Regularizers = Regularizers(distortion=Distortion())
     """Loss terms besides the colour loss (sparse-view regularizers); the distortion loss
     is on by default (it removes semi-transparent floaters: +0.1 dB on the demo scene)."""
+    pruner: ADMMPruner | None = None
+    """HollowNeRF's ADMM pruning of the field's saliency mask, then compaction of the
+    tables (needs ``field.saliency``); off if None."""
     dist: DistributedConfig = DistributedConfig()
     """Multi-host launch (``jax.distributed``); single-process when unset."""
 
@@ -142,6 +147,12 @@ PRESETS["fewshot"] = dataclasses.replace(
         occlusion=Occlusion(), distortion=Distortion(), depth_smoothness=DepthSmoothness(),
     ),
 )
+# HollowNeRF: a 64^3 saliency mask pruned by ADMM, then compacted tables.
+PRESETS["pruned"] = dataclasses.replace(
+    PRESETS["default"],
+    field=dataclasses.replace(PRESETS["default"].field, saliency=SaliencyMask()),
+    pruner=ADMMPruner(),
+)
 
 
 CONFIG_CLASSES = {
@@ -149,7 +160,7 @@ CONFIG_CLASSES = {
     for cls in (RunConfig, FieldConfig, *ALL_ENCODINGS, SphericalHarmonics, RenderConfig,
                 OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM,
                 Occlusion, RayEntropy, OpacityPrior, MaskLoss, DepthSmoothness, UnseenPatches,
-                SampleAnnealing, DistributedConfig)
+                SampleAnnealing, SaliencyMask, ADMMPruner, DistributedConfig)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 CONFIG_CLASSES.update({cls.__name__: cls for cls in SPLAT_CONFIG_CLASSES})
@@ -164,6 +175,7 @@ class TrainState:
     params: dict
     opt_state: optax.OptState
     grid: OccupancyGridState | None
+    pruner: ADMMState | None = None
 
 
 def at_step(config: RunConfig, step: int) -> RunConfig:
@@ -208,10 +220,13 @@ def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
 
 def init_state(config: RunConfig, field: RadianceField) -> TrainState:
     """Fresh parameters, optimiser state and occupancy grid for a run."""
+    if config.pruner is not None and config.field.saliency is None:
+        raise UsageError("--pruner prunes the saliency mask: add field.saliency:saliency-mask")
     params = field.init(jax.random.PRNGKey(config.seed))
     opt_state = make_optimizer(config).init(params)
     grid = init_occupancy(config.occupancy) if config.occupancy is not None else None
-    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, grid)
+    admm = config.pruner.init(params["saliency"]) if config.pruner is not None else None
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, grid, admm)
 
 
 # ---- run folder: config ------------------------------------------------------------------
@@ -283,13 +298,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_checkpoint(run: Path, state: TrainState, keep: int = 2) -> Path:
-    """Write ``checkpoints/step_XXXXXXX.npz`` atomically and keep the newest ``keep``."""
+def save_checkpoint(run: Path, state: TrainState, keep: int = 2, rows: np.ndarray | None = None) -> Path:
+    """Write ``checkpoints/step_XXXXXXX.npz`` atomically and keep the newest ``keep``.
+
+    With ``rows`` (``[L, T]`` bool, after pruning) the encoding tables and their optimiser
+    moments are stored as their kept rows only (`sparsefield.fields.pruning.pack_rows`).
+    """
     import io
 
-    leaves = jax.device_get(jax.tree_util.tree_leaves(state))
+    leaves = [np.asarray(x) for x in jax.device_get(jax.tree_util.tree_leaves(state))]
+    arrays = {f"arr_{i}": x for i, x in enumerate(leaves)}
+    if rows is not None:
+        arrays = pruning.pack_rows(leaves, pruning.table_leaves(state), rows)
     buf = io.BytesIO()
-    np.savez(buf, *[np.asarray(x) for x in leaves])
+    np.savez(buf, **arrays)
     step = int(jax.device_get(state.step))
     path = Path(run) / "checkpoints" / f"step_{step:07d}.npz"
     atomic_write_bytes(path, buf.getvalue())
@@ -312,8 +334,29 @@ def load_checkpoint(path: Path, template: TrainState) -> TrainState:
     """Restore a checkpoint into the structure of ``template`` (shapes are checked)."""
     leaves, treedef = jax.tree_util.tree_flatten(template)
     with np.load(path) as f:
-        stored = [f[f"arr_{i}"] for i in range(len(f.files))]
+        stored = pruning.unpack_rows({k: f[k] for k in f.files}, len(leaves))
     shapes = [np.shape(x) for x in leaves]
     if len(stored) != len(leaves) or any(s.shape != t for s, t in zip(stored, shapes)):
         raise ValueError(f"{path}: checkpoint does not match the run's config")
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in stored])
+
+
+def compact_checkpoint(config: RunConfig, run: Path, state: TrainState) -> TrainState:
+    """After pruning: zero the table rows no point with ``m(x) > 0`` reaches (rendering is
+    unchanged), rewrite the last checkpoint with the kept rows only and record the pruned
+    parameter count as ``num_params`` in ``config.json``. Without a pruner (or a grid
+    encoding), the state is returned as it is."""
+    if config.pruner is None or not hasattr(config.field.encoding, "spec"):
+        return state
+    enc = config.field.encoding
+    live = pruning.live_cells(config.field.saliency, state.params["saliency"]["mask"])
+    keep = pruning.reachable_rows(enc.spec, live)
+    state = pruning.compact_tree(state, keep)
+    save_checkpoint(run, state, rows=keep)
+    saved, facts = load_config(run)
+    facts["num_params_dense"] = facts["num_params"]
+    facts["num_params"] = pruning.count_pruned_params(state.params, keep, enc.features)
+    save_config(saved, run, facts)
+    print(f"compaction: kept {keep.mean():.1%} of the table rows; {facts['num_params']:,} parameters "
+          f"(from {facts['num_params_dense']:,})")
+    return state

@@ -31,6 +31,7 @@ from sparsefield.datasets import (
     DatasetError, SceneData, apply_protocol, get_protocol, load_scene, select_views,
 )
 from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches, sample_rays
+from sparsefield.fields import pruning
 from sparsefield.fields.field import RadianceField, count_params
 from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
 from sparsefield.renderers.regularizers import unseen_patches
@@ -108,7 +109,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
                 out[name] = o
         return batch, out, jax.lax.psum(samples, parallel.AXIS)
 
-    def loss_fn(params, data, grid, key, step):
+    def loss_fn(params, data, grid, key, step, admm=None):
         data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
         batch, out, samples = jax.shard_map(
             render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
@@ -121,6 +122,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
         out["encoding"], out["encoding_params"] = field.config.encoding, params["encoding"]
         for name, term in terms.items():
             losses[name] = term.weight_at(step) * term(out, batch, step)
+        losses |= pruning.admm_losses(config.pruner, params, admm, step, config.steps)
         aux = {"losses": losses, "rays": jnp.sum(keep), "samples": samples}
         return sum(losses.values()), aux
 
@@ -136,11 +138,13 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
     def train_step(state: TrainState, data: RayData, key: jax.Array):
         k_rays, k_grid = jax.random.split(key)
         grid = refresh_grid(state, k_grid)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, aux), grads = jax.value_and_grad(functools.partial(loss_fn, admm=state.pruner), has_aux=True)(
             state.params, data, grid, k_rays, state.step
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        params, grid, admm = pruning.admm_update(
+            config.pruner, field.config.saliency, params, grid, state.pruner, state.step, config.steps)
         metrics = {
             "loss": loss,
             "psnr": -10.0 * jnp.log10(aux["losses"]["rgb"]),
@@ -148,7 +152,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             "samples": aux["samples"],
             **{f"loss_{k}": v for k, v in aux["losses"].items()},
         }
-        return TrainState(state.step + 1, params, opt_state, grid), metrics
+        return TrainState(state.step + 1, params, opt_state, grid, admm), metrics
 
     return jax.jit(train_step, donate_argnums=0)
 
@@ -229,7 +233,7 @@ def grow(config: RunConfig, state: TrainState, step: int) -> TrainState:
         opt_state,
     )
     print(f"\nvoxel grid: {old.resolutions.tolist()} -> {runs.at_step(config, step).field.encoding.resolutions.tolist()}")
-    return TrainState(state.step, params, opt_state, state.grid)
+    return TrainState(state.step, params, opt_state, state.grid, state.pruner)
 
 
 def train(config: RunConfig) -> Path:
@@ -271,6 +275,7 @@ def train(config: RunConfig) -> Path:
     data = parallel.put_ray_data(make_ray_data(scene, parallel.process_share(train_ids)), mesh)
     state, seconds = fit(config, field, scene, parallel.replicate(state, mesh), data, run, mesh)
     if parallel.is_writer():
+        runs.compact_checkpoint(config, run, state)
         evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run
 
