@@ -37,7 +37,8 @@ class LoadedRun:
     def render(self, camera: Cameras, background) -> dict[str, np.ndarray]:
         return render_image(
             self.field.__call__, self.state.params, camera,
-            self.facts["bbox"], self.state.grid, self.config.render, background, parallel.local_mesh(),
+            self.facts["bbox"], runs.occupancy_test(self.config, self.state.params, self.state.step, self.state.grid),
+            self.config.render, background, parallel.local_mesh(),
         )
 
 

@@ -27,6 +27,7 @@ from sparsefield.fields.encoding import ALL_ENCODINGS
 from sparsefield.fields.field import FieldConfig, RadianceField
 from sparsefield.fields.frequency import CoarseToFine
 from sparsefield.fields.modulation import CAM
+from sparsefield.fields.occupancy_net import OccupancyNetConfig, OccupancyNetState
 from sparsefield.fields import pruning
 from sparsefield.fields.pruning import ADMMPruner, ADMMState, SaliencyMask
 from sparsefield.fields.sh import SphericalHarmonics
@@ -50,6 +51,7 @@ from sparsefield.renderers.regularizers import (
 from sparsefield.renderers.render import RenderConfig
 from sparsefield.renderers.samplers import SampleAnnealing
 from sparsefield.splat import CONFIG_CLASSES as SPLAT_CONFIG_CLASSES, SplatConfig
+from sparsefield.renderers.spaces import NDC, Contraction
 
 
 class UsageError(ValueError):
@@ -114,9 +116,11 @@ class RunConfig:
     render: RenderConfig = RenderConfig()
     occupancy: (
         Annotated[OccupancyGridConfig, tyro.conf.subcommand("grid")]
+        | Annotated[OccupancyNetConfig, tyro.conf.subcommand("net")]
         | Annotated[None, tyro.conf.subcommand("none")]
     ) = OccupancyGridConfig()
-    """Empty-space skipping: ``occupancy:grid`` (default) or ``occupancy:none``."""
+    """Empty-space skipping: ``occupancy:grid`` (default), ``occupancy:net`` (LeC2O's
+    learned occupancy network; ``--sampler occupancy-net``) or ``occupancy:none``."""
     optim: OptimConfig = OptimConfig()
     reg: Regularizers = Regularizers(distortion=Distortion())
     """Loss terms besides the colour loss (sparse-view regularizers); the distortion loss
@@ -160,7 +164,7 @@ CONFIG_CLASSES = {
     for cls in (RunConfig, FieldConfig, *ALL_ENCODINGS, SphericalHarmonics, RenderConfig,
                 OccupancyGridConfig, OptimConfig, Regularizers, Distortion, TotalVariation, CoarseToFine, CAM,
                 Occlusion, RayEntropy, OpacityPrior, MaskLoss, DepthSmoothness, UnseenPatches,
-                SampleAnnealing, SaliencyMask, ADMMPruner, DistributedConfig)
+                SampleAnnealing, SaliencyMask, ADMMPruner, DistributedConfig, NDC, Contraction, OccupancyNetConfig)
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 CONFIG_CLASSES.update({cls.__name__: cls for cls in SPLAT_CONFIG_CLASSES})
@@ -178,6 +182,15 @@ class TrainState:
     pruner: ADMMState | None = None
 
 
+def occupancy_test(config: RunConfig, params: dict, step, grid: OccupancyGridState | None):
+    """What the renderer skips empty space with: the ``grid``, or the occupancy network
+    (`OccupancyNetState` of ``params["occupancy"]`` at training ``step``), or None."""
+    if isinstance(config.occupancy, OccupancyNetConfig):
+        occ = config.occupancy
+        return OccupancyNetState(params["occupancy"], step < occ.warmup_steps, occ)
+    return grid
+
+
 def at_step(config: RunConfig, step: int) -> RunConfig:
     """The config as trained at ``step``: a progressive grid (DVGO) at that step's stage."""
     enc = config.field.encoding
@@ -188,7 +201,10 @@ def at_step(config: RunConfig, step: int) -> RunConfig:
 
 
 def make_field(config: RunConfig, bbox: np.ndarray) -> RadianceField:
-    """The radiance field of a run inside the scene box ``bbox [2, 3]``."""
+    """The radiance field of a run inside the scene box ``bbox [2, 3]``, or in the
+    parameter space of its ``render.space`` (NDC, contracted space)."""
+    space = config.render.space
+    bbox = bbox if space is None else space.param_box(bbox)
     box = tuple(tuple(float(v) for v in row) for row in np.asarray(bbox))
     return RadianceField(config.field, box)
 
@@ -223,8 +239,11 @@ def init_state(config: RunConfig, field: RadianceField) -> TrainState:
     if config.pruner is not None and config.field.saliency is None:
         raise UsageError("--pruner prunes the saliency mask: add field.saliency:saliency-mask")
     params = field.init(jax.random.PRNGKey(config.seed))
+    net = isinstance(config.occupancy, OccupancyNetConfig)
+    if net:  # trained with the field, by the same optimiser
+        params["occupancy"] = config.occupancy.init(jax.random.PRNGKey(config.seed + 2))
     opt_state = make_optimizer(config).init(params)
-    grid = init_occupancy(config.occupancy) if config.occupancy is not None else None
+    grid = init_occupancy(config.occupancy) if config.occupancy is not None and not net else None
     admm = config.pruner.init(params["saliency"]) if config.pruner is not None else None
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, grid, admm)
 

@@ -33,9 +33,11 @@ from sparsefield.datasets import (
 from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches, sample_rays
 from sparsefield.fields import pruning
 from sparsefield.fields.field import RadianceField, count_params
+from sparsefield.fields.occupancy_net import OccupancyNetConfig, occupancy_losses
 from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
 from sparsefield.renderers.regularizers import unseen_patches
 from sparsefield.renderers.render import render_rays
+from sparsefield.renderers.spaces import NDC
 from sparsefield.runs import RunConfig, TrainState
 
 
@@ -59,7 +61,10 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
     optimizer = runs.make_optimizer(config)
     box = jnp.asarray(bbox, jnp.float32)
     diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
-    step_size = diagonal / config.render.num_samples
+    space = config.render.space  # the grid lives in its parameter space (`renderers.spaces`)
+    grid_box = box if space is None else space.param_box(box)
+    step_size = float(jnp.linalg.norm(grid_box[1] - grid_box[0])) / config.render.num_samples
+    net = config.occupancy if isinstance(config.occupancy, OccupancyNetConfig) else None
     terms = config.reg.terms()
     ray_sets = {
         "rays": (lambda d, k: sample_rays(d, k, 1, config.random_background),
@@ -76,7 +81,10 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             lambda x, d: field(params, x, d, progress), origins, directions,
             background, box, grid, render_config, keys, step,
         )
-        out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
+        if space is None:
+            out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
+        else:
+            out["s"], out["ds"] = space.distortion_coords(out["t"], out["deltas"], diagonal)
         return out
 
     def render_shard(params, data, grid, key, step):
@@ -111,6 +119,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
 
     def loss_fn(params, data, grid, key, step, admm=None):
         data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
+        grid = runs.occupancy_test(config, params, step, grid)
         batch, out, samples = jax.shard_map(
             render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
             out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
@@ -124,15 +133,25 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             losses[name] = term.weight_at(step) * term(out, batch, step)
         losses |= pruning.admm_losses(config.pruner, params, admm, step, config.steps)
         aux = {"losses": losses, "rays": jnp.sum(keep), "samples": samples}
+        if net is not None:  # LeC2O: the occupancy network learns from the field, and back
+            occ = occupancy_losses(net, params["occupancy"], grid_density(params), grid_box, step_size,
+                                   jax.random.fold_in(key, len(ray_sets)))
+            losses["occupancy"], losses["occupancy_density"] = occ["occupancy"], occ["density"]
+            aux["occupied"] = occ["occupied_share"]
         return sum(losses.values()), aux
+
+    def grid_density(params):
+        """Densities for the occupancy test, per parameter-space length."""
+        if space is None:
+            return lambda x: field.sigma(params, x)
+        return lambda x: field.sigma(params, x) * space.density_scale(x, box)
 
     def refresh_grid(state: TrainState, key):
         if state.grid is None:
             return None
         occ = config.occupancy
-        update = lambda g: update_occupancy(  # noqa: E731
-            occ, g, lambda x: field.sigma(state.params, x), box, step_size, key, state.step
-        )
+        density = grid_density(state.params)
+        update = lambda g: update_occupancy(occ, g, density, grid_box, step_size, key, state.step)  # noqa: E731
         return jax.lax.cond(state.step % occ.update_every == 0, update, lambda g: g, state.grid)
 
     def train_step(state: TrainState, data: RayData, key: jax.Array):
@@ -151,6 +170,7 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             "rays": aux["rays"],
             "samples": aux["samples"],
             **{f"loss_{k}": v for k, v in aux["losses"].items()},
+            **({"occupied": aux["occupied"]} if "occupied" in aux else {}),
         }
         return TrainState(state.step + 1, params, opt_state, grid, admm), metrics
 
@@ -187,11 +207,19 @@ def resolve_protocol(config: RunConfig) -> RunConfig:
         raise runs.UsageError(f"--protocol: {err}") from None
     if config.view_ids is not None:
         raise runs.UsageError(f"--protocol {protocol.name} fixes the training views; drop --view-ids")
-    if protocol.ndc:
-        print(f"warning: protocol {protocol.name} renders forward-facing scenes in NDC, which "
-              "sparsefield does not use yet: rays march in world space inside the scene box, "
-              "so figures are not comparable to the paper's", file=sys.stderr)
     return dataclasses.replace(config, scale=protocol.scale, views=protocol.num_views)
+
+
+def resolve_space(config: RunConfig, scene: SceneData) -> RunConfig:
+    """NDC for a protocol that uses it (LLFF), with the reference focal lengths ``f / W``,
+    ``f / H`` of NDC taken from the scene's first camera when the config leaves them 0."""
+    space = config.render.space
+    if space is None and config.protocol is not None and get_protocol(config.protocol).ndc:
+        space = NDC()
+    if isinstance(space, NDC) and space.focal_x == 0.0:
+        cam = scene.cameras[0]
+        space = dataclasses.replace(space, focal_x=float(cam.fx) / cam.width, focal_y=float(cam.fy) / cam.height)
+    return dataclasses.replace(config, render=dataclasses.replace(config.render, space=space))
 
 
 def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray, np.ndarray]:
@@ -246,6 +274,7 @@ def train(config: RunConfig) -> Path:
         config = dataclasses.replace(saved, steps=config.steps, dist=config.dist)
     config = resolve_protocol(config)
     scene, train_ids, logged = prepare(config)
+    config = resolve_space(config, scene)
     data_dir = config.data or scene.root
     config = dataclasses.replace(config, data=Path(data_dir))
     where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
@@ -283,8 +312,8 @@ def train(config: RunConfig) -> Path:
 def carve_grid(config: RunConfig, scene: SceneData, ids: np.ndarray, state: TrainState) -> TrainState:
     """Visual-hull carving of the occupancy grid from the training views' alpha masks."""
     occ = config.occupancy
-    if occ is None or not occ.carve_with_masks or scene.masks is None:
-        return state
+    if state.grid is None or not occ.carve_with_masks or scene.masks is None or config.render.space is not None:
+        return state  # (carving projects world points: not the grid of a parameter space)
     grid = carve_visual_hull(state.grid, scene.cameras[ids], scene.masks[ids], scene.bbox)
     print(f"visual hull: {float(np.mean(np.asarray(grid.allowed))):.1%} of the grid may hold the scene")
     return dataclasses.replace(state, grid=grid)
@@ -365,6 +394,12 @@ def parse_train_args(args: list[str]) -> RunConfig:
         args = args[:i] + args[i + 2 :]
     if preset not in runs.PRESETS:
         raise runs.UsageError(f"--preset {preset}: unknown preset; choose from {', '.join(runs.PRESETS)}")
+    if "--sampler" in args:  # --sampler grid | occupancy-net | none: the occupancy subcommand
+        i = args.index("--sampler")
+        choice = {"grid": "grid", "occupancy-net": "net", "none": "none"}.get((args + [""])[i + 1])
+        if choice is None:
+            raise runs.UsageError("--sampler: choose grid, occupancy-net or none")
+        args = args[:i] + [f"occupancy:{choice}"] + args[i + 2 :]
     if "--view-ids" in args:  # accept "26,86,2" as well as "26 86 2"
         i = args.index("--view-ids") + 1
         if i < len(args) and "," in args[i]:

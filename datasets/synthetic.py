@@ -430,7 +430,7 @@ def scene_mesh(scene: Scene) -> trimesh.Trimesh:
 
 def generate_scene(
     out_dir, name: str = "demo", resolution: int = 400, n_train: int = 100, n_val: int = 4,
-    n_test: int = 25, seed: int = 0, supersample: int = 2,
+    n_test: int = 25, seed: int = 0, supersample: int = 2, unbounded: bool = False,
 ) -> Path:
     """Render `SCENES[name]` into the folder ``out_dir`` in Blender / NeRF-synthetic format.
 
@@ -446,13 +446,15 @@ def generate_scene(
         n_train, n_val, n_test: views per split (see `Rig`).
         seed: seeds the train / val cameras and the surface samples.
         supersample: s of `render_views`.
+        unbounded: an unbounded scene (`unbounded_scene`): the object inside a far
+            textured dome, cameras and ``bbox`` close around the object.
 
     Returns:
         ``Path(out_dir)``.
     """
     if name not in SCENES:
         raise ValueError(f"unknown synthetic scene {name!r}; known: {sorted(SCENES)}")
-    scene, out_dir = SCENES[name], Path(out_dir)
+    scene, out_dir = (unbounded_scene if unbounded else lambda s: s)(SCENES[name]), Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -466,6 +468,18 @@ def generate_scene(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def unbounded_scene(scene: Scene, dome: float = 30.0, inner: float = 2.5, radius: float = 2.2) -> Scene:
+    """``scene`` inside a textured dome of radius ``dome`` (every pixel sees content, most
+    of it far outside the scene box), with the cameras at ``radius`` and ``bbox`` the cube
+    of half-size ``inner`` that holds them: mip-NeRF 360's setting, where the box is the
+    inner region and the rest of space is contracted."""
+    sky = Sphere(radius=dome, material=_M("checker", (0.55, 0.7, 0.9), (0.9, 0.85, 0.6), 0.2, 0.0, 8.0))
+    return dataclasses.replace(
+        scene, primitives=scene.primitives + (sky,), bbox=((-inner,) * 3, (inner,) * 3),
+        rig=dataclasses.replace(scene.rig, radius=radius, elevation_range=(5.0, 60.0), test_elevation=25.0),
+    )
 
 
 def _split_poses(rig: Rig, n_train: int, n_val: int, n_test: int, seed: int) -> dict:

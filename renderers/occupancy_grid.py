@@ -51,6 +51,10 @@ class OccupancyGridState:
     occupied: Bool[Array, "G G G"]
     allowed: Bool[Array, "G G G"]
 
+    def query(self, x_unit: Float[Array, "... 3"]) -> Bool[Array, "..."]:
+        """`query_occupancy` (the renderer's one interface to every occupancy test)."""
+        return query_occupancy(self, x_unit)
+
 
 def init_occupancy(config: OccupancyGridConfig) -> OccupancyGridState:
     """A grid with every cell occupied."""

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Float
 
 from sparsefield.cameras import Cameras, image_rays, intersect_box
-from sparsefield.renderers.occupancy_grid import OccupancyGridState, query_occupancy
+from sparsefield.renderers.occupancy_grid import OccupancyGridState
 from sparsefield.renderers.samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
+from sparsefield.renderers.spaces import NDC, Contraction
 from sparsefield.renderers.volume import composite, composite_weights
 
 
@@ -47,6 +50,13 @@ class RenderConfig:
     """Rays per chunk when rendering images."""
     anneal: SampleAnnealing | None = None
     """RegNeRF's sample-space annealing of the training rays' range; off if None."""
+    space: (
+        Annotated[NDC, tyro.conf.subcommand("ndc")]
+        | Annotated[Contraction, tyro.conf.subcommand("contract")]
+        | Annotated[None, tyro.conf.subcommand("box")]
+    ) = None
+    """Scene parameterisation: ``render.space:box`` (the scene box in world space),
+    ``render.space:ndc`` (forward-facing) or ``render.space:contract`` (unbounded)."""
 
 
 def march(
@@ -58,24 +68,31 @@ def march(
     key: jax.Array | None,
     anneal: SampleAnnealing | None = None,
     step=None,
+    space=None,
 ):
     """Sample points along rays and mark the ones in occupied cells.
 
     With ``anneal`` and a training ``step``, the samples cover the annealed range of
-    each ray's segment inside the box instead of all of it.
+    each ray's segment inside the box instead of all of it. With a ``space``
+    (`sparsefield.renderers.spaces`), it places the samples and the points ``x`` are in
+    its parameter space, where the occupancy test happens.
 
     Returns:
         ``t [R, S]``, ``deltas [R, S]``, points ``x [R, S, 3]`` and ``mask [R, S]``.
     """
-    t_near, t_far, hit = intersect_box(origins, directions, bbox[0], bbox[1])
-    if anneal is not None and step is not None:
-        t_near, t_far = anneal.bounds(t_near, t_far, step)
-    t, deltas = sample_stratified(t_near, t_far, num_samples, key)
-    x = origins[:, None, :] + t[..., None] * directions[:, None, :]
+    if space is not None:
+        t, deltas, x, hit = space.sample(origins, directions, num_samples, key, bbox)
+        bbox = space.param_box(bbox)
+    else:
+        t_near, t_far, hit = intersect_box(origins, directions, bbox[0], bbox[1])
+        if anneal is not None and step is not None:
+            t_near, t_far = anneal.bounds(t_near, t_far, step)
+        t, deltas = sample_stratified(t_near, t_far, num_samples, key)
+        x = origins[:, None, :] + t[..., None] * directions[:, None, :]
     mask = jnp.broadcast_to(hit[:, None], t.shape)
     if grid is not None:
         unit = (x - bbox[0]) / (bbox[1] - bbox[0])
-        mask = mask & query_occupancy(grid, unit)
+        mask = mask & grid.query(unit)
     return t, deltas, x, mask
 
 
@@ -101,7 +118,7 @@ def render_rays(
         (occupied samples marched).
     """
     t, deltas, x, mask = march(
-        origins, directions, bbox, grid, config.num_samples, key, config.anneal, step
+        origins, directions, bbox, grid, config.num_samples, key, config.anneal, step, config.space
     )
     num_rays, num_samples = mask.shape
     index, valid, complete = pack_samples(mask, config.sample_budget)
@@ -121,15 +138,16 @@ def _bucket(n: int, minimum: int = 2**10) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples",))
-def _march_count(origins, directions, bbox, grid, num_samples):
-    _, _, _, mask = march(origins, directions, bbox, grid, num_samples, None)
+@functools.partial(jax.jit, static_argnames=("num_samples", "space"))
+def _march_count(origins, directions, bbox, grid, num_samples, space=None):
+    _, _, _, mask = march(origins, directions, bbox, grid, num_samples, None, space=space)
     return jnp.sum(mask)
 
 
-@functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget"))
-def _field_pass(field_fn, params, origins, directions, bbox, grid, background, num_samples, budget, min_trans):
-    t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None)
+@functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget", "space"))
+def _field_pass(field_fn, params, origins, directions, bbox, grid, background, num_samples, budget, min_trans,
+                space=None):
+    t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None, space=space)
     index, valid, _ = pack_samples(mask, budget)
     sigma, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
     sigma = unpack(sigma, index, valid, mask.shape)
@@ -146,32 +164,32 @@ def render_chunk(field_fn, params, origins, directions, bbox, grid, config, back
     the field on exactly those, packed into a power-of-two buffer. With a ``mesh``, the
     chunk is split along its one axis and each device marches and shades its part."""
     if mesh is None:
-        n = int(_march_count(origins, directions, bbox, grid, config.num_samples))
+        n = int(_march_count(origins, directions, bbox, grid, config.num_samples, config.space))
         return _field_pass(
             field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
-            _bucket(n), config.min_transmittance,
+            _bucket(n), config.min_transmittance, config.space,
         )
-    counts = _march_count_sharded(mesh, origins, directions, bbox, grid, config.num_samples)
+    counts = _march_count_sharded(mesh, origins, directions, bbox, grid, config.num_samples, config.space)
     return _field_pass_sharded(
         mesh, field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
-        _bucket(int(np.max(counts))), config.min_transmittance,
+        _bucket(int(np.max(counts))), config.min_transmittance, config.space,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "num_samples"))
-def _march_count_sharded(mesh, origins, directions, bbox, grid, num_samples):
+@functools.partial(jax.jit, static_argnames=("mesh", "num_samples", "space"))
+def _march_count_sharded(mesh, origins, directions, bbox, grid, num_samples, space=None):
     rays, rep = P(mesh.axis_names[0]), P()
-    count = lambda o, d, b, g: _march_count(o, d, b, g, num_samples)[None]  # noqa: E731
+    count = lambda o, d, b, g: _march_count(o, d, b, g, num_samples, space)[None]  # noqa: E731
     return jax.shard_map(count, mesh=mesh, in_specs=(rays, rays, rep, rep), out_specs=rays)(
         origins, directions, bbox, grid)
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "field_fn", "num_samples", "budget"))
+@functools.partial(jax.jit, static_argnames=("mesh", "field_fn", "num_samples", "budget", "space"))
 def _field_pass_sharded(mesh, field_fn, params, origins, directions, bbox, grid, background,
-                        num_samples, budget, min_trans):
+                        num_samples, budget, min_trans, space=None):
     rays, rep = P(mesh.axis_names[0]), P()
     shade = lambda p, o, d, b, g, bg, m: _field_pass(  # noqa: E731
-        field_fn, p, o, d, b, g, bg, num_samples, budget, m)
+        field_fn, p, o, d, b, g, bg, num_samples, budget, m, space)
     return jax.shard_map(shade, mesh=mesh, in_specs=(rep, rays, rays, rep, rep, rep, rep), out_specs=rays)(
         params, origins, directions, bbox, grid, background, min_trans)
 
