@@ -116,9 +116,10 @@ class ADMMPruner:
         return (step >= begin) & (step < stop), step >= stop
 
     def init(self, params: dict) -> ADMMState:
-        """``z = m``, ``u = 0``: no pull before the first projection."""
+        """``z = m``, ``u = 0``: no pull before the first projection. ``z`` is a copy: the
+        train step donates its state, and one buffer may not be donated twice."""
         m = params["mask"]
-        return ADMMState(m, jnp.zeros_like(m))
+        return ADMMState(jnp.array(m, copy=True), jnp.zeros_like(m))
 
 
 def admm_losses(pruner: ADMMPruner | None, params: dict, state: ADMMState | None, step,
