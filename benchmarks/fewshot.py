@@ -64,17 +64,6 @@ def configs(steps: int | None) -> dict:
     return table
 
 
-def train_module():
-    """train.py as a module (nothing in the package imports it; benchmarks load it)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "train.py"
-    spec = importlib.util.spec_from_file_location("sparsefield_train_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_one(train, config, out: Path) -> dict:
     """Train and evaluate one config from scratch; the run's metrics and wall time."""
     shutil.rmtree(out, ignore_errors=True)
@@ -119,7 +108,9 @@ def main() -> None:
         from sparsefield.datasets.synthetic import demo_scene_path
 
         args.data = demo_scene_path()
-    train = train_module()
+    from train_speed import _train_module  # benchmarks/ is on sys.path
+
+    train = _train_module()
     results = []
     for views in args.views:
         for name in names:
