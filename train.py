@@ -32,6 +32,7 @@ from sparsefield.datasets import (
 )
 from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches, sample_rays
 from sparsefield.fields import pruning
+from sparsefield.launch import use_compile_cache
 from sparsefield.fields.field import RadianceField, count_params
 from sparsefield.fields.occupancy_net import OccupancyNetConfig, occupancy_losses
 from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
@@ -414,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: sparsefield COMMAND [flags]   (COMMAND --help for flags)\n\n{usage}")
         raise SystemExit(0 if not argv or argv[0] in ("-h", "--help") else 2)
     command, args = argv[0], argv[1:]
+    use_compile_cache()
     try:
         if command == "train":
             train(parse_train_args(args))

@@ -29,6 +29,7 @@ from PIL import Image
 from sparsefield.cameras import look_at, make_cameras, orbit_poses
 from sparsefield.datasets.images import resize
 from sparsefield.datasets.writers import save_png, write_llff
+from sparsefield.launch import cache_root
 
 GENERATOR_VERSION = "2"
 """Bump whenever the written data changes, so cached demo scenes are regenerated."""
@@ -617,8 +618,7 @@ def demo_scene_path(resolution: int = 400) -> Path:
     first use under ``$SPARSEFIELD_CACHE`` (default ``~/.cache/sparsefield``) as
     ``synthetic-demo-v<GENERATOR_VERSION>-<resolution>px``, so a new generator version or
     resolution regenerates it."""
-    root = Path(os.environ.get("SPARSEFIELD_CACHE") or Path.home() / ".cache" / "sparsefield")
-    path = root / f"synthetic-demo-v{GENERATOR_VERSION}-{resolution}px"
+    path = cache_root() / f"synthetic-demo-v{GENERATOR_VERSION}-{resolution}px"
     if not (path / "transforms_train.json").is_file():
         generate_scene(path, "demo", resolution)
     return path
