@@ -148,6 +148,41 @@ def test_admm_prunes_to_k_then_freezes_and_restricts_the_grid():
     np.testing.assert_array_equal(p["saliency"]["mask"], frozen)
 
 
+@pytest.mark.parametrize("res", [2, 4, 8])
+def test_occupied_vertices_are_the_corners_of_cells_meeting_an_occupied_cell(res):
+    mask = SaliencyMask(4)
+    occupied = np.random.default_rng(res).random((res,) * 3) < 0.15
+    got = np.asarray(pruning.occupied_vertices(mask, jnp.asarray(occupied)))
+    want = np.zeros((5, 5, 5), bool)  # [x, y, z]
+    for v in np.ndindex(5, 5, 5):  # cells v - 1 and v per axis, as unit-cube intervals
+        lo, hi = np.maximum(np.asarray(v) - 1, 0) / 4, np.minimum(np.asarray(v) + 1, 4) / 4
+        a, b = np.floor(lo * res).astype(int), np.ceil(hi * res).astype(int)
+        want[v] = occupied[a[0] : b[0], a[1] : b[1], a[2] : b[2]].any()
+    np.testing.assert_array_equal(got, want.transpose(2, 1, 0).ravel())
+
+
+def test_occupancy_gate_keeps_only_vertices_of_occupied_cells():
+    """Unsampled vertices may hold the largest mask values (they all decay at one rate):
+    the gate keeps the surface's vertices instead."""
+    mask = SaliencyMask(4)
+    pruner = ADMMPruner(sparsity=0.5, start=0.0, end=0.5, admm_every=2)
+    occupied = np.zeros((4, 4, 4), bool)
+    occupied[1, 1, 1] = True
+    grid = dataclasses.replace(init_occupancy(OccupancyGridConfig(resolution=4)), occupied=jnp.asarray(occupied))
+    salient = np.asarray(pruning.occupied_vertices(mask, jnp.asarray(occupied)))
+    assert salient.sum() == 8
+    values = np.where(salient, 0.3, 0.9).astype(np.float32)[None, :, None]
+    params = {"saliency": {"mask": jnp.asarray(values)}}
+    update = jax.jit(pruning.admm_update, static_argnums=(0, 1, 6))
+    p, _, s = update(pruner, mask, params, grid, pruner.init(params["saliency"]), 0, 20)
+    np.testing.assert_array_equal(np.asarray(s.z).ravel() != 0, salient)
+    p, _, _ = update(pruner, mask, p, grid, s, 9, 20)  # the hard threshold
+    np.testing.assert_allclose(np.asarray(p["saliency"]["mask"]).ravel(), np.where(salient, 0.3, 0.0))
+    ungated = dataclasses.replace(pruner, occupancy_gate=False)
+    p, _, _ = update(ungated, mask, params, grid, ungated.init(params["saliency"]), 9, 20)
+    assert not np.any(np.asarray(p["saliency"]["mask"]).ravel()[salient])
+
+
 def _render(field, params, grid):
     cams = make_cameras(orbit_poses((0.0, 0.0, 0.0), 3.5, 25.0, 1), 0.7, 24, 24)
     config = RenderConfig(num_samples=48, chunk=1024)
