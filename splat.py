@@ -8,7 +8,10 @@ crop of one training view (3DGS renders whole views; a crop costs pixels, not
 Gaussians, so more steps fit the same time on a CPU), with the 3DGS loss
 ``(1 - lambda) L1 + lambda (1 - SSIM)``, plus RegNeRF's depth smoothness on a small
 render from an unseen pose when ``reg.depth_smoothness`` is on (the same term and
-weight as the NeRF path).
+weight as the NeRF path). With masks, each densification also prunes Gaussians whose
+mean has left the training views' visual hull (``--splat.hull-cull``). The step logs
+``overflow``: tile-list entries the rasterizer dropped (`bin_tiles`); above 0, raise
+``--splat.raster.tile-capacity``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class SplatConfig:
     """All learning rates are scaled by this: 3DGS's rates are tuned for 30k steps."""
     unseen_scale: float = 0.25
     """Resolution factor of the unseen-pose render for depth smoothness."""
+    hull_cull: bool = True
+    """At each densification, prune Gaussians whose mean left the visual hull of the
+    training masks (floaters; GaussianObject). Needs masks; ignored without."""
 
 
 CONFIG_CLASSES = (SplatConfig, GaussianConfig, SplatRenderConfig, DensifyConfig)
@@ -221,18 +227,19 @@ def make_train_step(config, data: RayData, bbox):
             g = jax.lax.stop_gradient(u["opacity"]) if smooth.opacity_weighted else jnp.ones_like(depth)
             losses["depth_smoothness"] = smooth.weight_at(step) * depth_smoothness(depth[None], g[None])[0]
         mse = jnp.mean((out["rgb"] - target) ** 2)
-        return sum(losses.values()), (losses, mse, out["visible"], max(cam.width, cam.height))
+        return sum(losses.values()), (losses, mse, out["visible"], max(cam.width, cam.height), out["overflow"])
 
     def train_step(state: SplatState, key):
         offset = jnp.zeros((state.alive.shape[0], 2))
-        (loss, (losses, mse, visible, size)), (grads, grad2d) = jax.value_and_grad(
+        (loss, (losses, mse, visible, size, overflow)), (grads, grad2d) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(state.params, offset, state.alive, key, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state)
         lrs = learning_rates(sc, extent, state.step / config.steps)
         params = {k: v - lrs[k] * updates[k] for k, v in state.params.items()}
         densify = accumulate(state.densify, grad2d, visible, 0.5 * size)
         metrics_ = {"loss": loss, "psnr": -10.0 * jnp.log10(mse), "rays": jnp.float32(0),
-                    "gaussians": jnp.sum(state.alive), **{f"loss_{k}": v for k, v in losses.items()}}
+                    "gaussians": jnp.sum(state.alive), "overflow": overflow.astype(jnp.float32),
+                    **{f"loss_{k}": v for k, v in losses.items()}}
         return SplatState(state.step + 1, params, opt_state, state.alive, densify), metrics_
 
     return jax.jit(train_step, donate_argnums=0)
@@ -241,12 +248,25 @@ def make_train_step(config, data: RayData, bbox):
 # ---- the loop ----------------------------------------------------------------------------
 
 
-def densify_step(strategy: DensifyStrategy, state: SplatState, step: int, extent: float, config) -> SplatState:
-    """One densification outside jit (may double the capacity; the step then retraces)."""
+def densify_step(strategy: DensifyStrategy, state: SplatState, step: int, extent: float, config,
+                 hull=None) -> SplatState:
+    """One densification outside jit (may double the capacity; the step then retraces).
+    ``hull = (cameras, masks)`` of the training views prunes Gaussians outside their
+    visual hull (`sparsefield.fields.gaussians.hull_test`)."""
     info = {"alive": state.alive, "extent": extent, "max_capacity": config.splat.gaussians.max_capacity,
             "key": config.seed * 100003 + step}
+    if hull is not None:
+        info["outside"] = ~gs.hull_test(np.asarray(state.params["means"]), *hull)[0]
     params, opt_state, dstate = strategy.update(state.params, state.opt_state, state.densify, step, info)
     return SplatState(state.step, params, opt_state, info["alive"], dstate)
+
+
+def hull_of(config, scene, ids: np.ndarray):
+    """``(cameras, masks)`` of the training views when hull culling is on and the scene
+    has masks, else None."""
+    if not config.splat.hull_cull or scene.masks is None:
+        return None
+    return scene.cameras[ids], np.asarray(scene.masks[ids])
 
 
 def save(run: Path, state: SplatState, history: dict, seconds: float) -> None:
@@ -278,6 +298,7 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
     step_fn = make_train_step(config, data, scene.bbox)
     strategy = DensifyStrategy(config.splat.densify)
     extent, base_key = scene_extent(scene.bbox), jax.random.PRNGKey(config.seed + 1)
+    hull = hull_of(config, scene, train_ids)
     history = evaluate.load_history(run)
     seconds = history.get("train_seconds", 0.0)
     bar = tqdm(total=config.steps, initial=int(state.step), desc="train splat", dynamic_ncols=True)
@@ -287,7 +308,7 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
             state, m = step_fn(state, jax.random.fold_in(base_key, step))
             done = step + 1
             if strategy.due(done):
-                state = densify_step(strategy, state, done, extent, config)
+                state = densify_step(strategy, state, done, extent, config, hull)
             if done % 10 == 0 or done == config.steps:
                 m = {k: float(v) for k, v in jax.device_get(m).items()}
                 now = time.perf_counter()

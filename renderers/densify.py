@@ -9,7 +9,9 @@ its projected mean (the view-space positional gradient) and how often it was vis
   gradient exceeds ``grad_threshold`` (under-reconstruction),
 - splits large ones above the threshold into two, drawn from the Gaussian itself, with
   scales divided by 1.6 (over-reconstruction),
-- prunes the transparent (opacity < ``min_opacity``) and the oversized,
+- prunes the transparent (opacity < ``min_opacity``), the oversized, and those the
+  caller marks in ``info["outside"]`` (means outside the visual hull of the training
+  masks),
 - and every ``reset_every`` steps clamps opacities to ``reset_opacity`` (so floaters
   that stay transparent are pruned next).
 
@@ -84,7 +86,8 @@ def reindex(tree, n: int, source: np.ndarray, fresh: np.ndarray):
 class DensifyStrategy:
     """The strategy: ``init(n) -> state``; ``update(params, opt_state, state, step, info)
     -> (params, opt_state, state)`` with ``info = {"alive", "extent", "max_capacity",
-    "key"}``; ``update`` returns ``info["alive"]`` updated in place of the caller's."""
+    "key"}`` and optionally ``"outside" [N]`` (Gaussians to prune regardless);
+    ``update`` returns ``info["alive"]`` updated in place of the caller's."""
 
     config: DensifyConfig = DensifyConfig()
 
@@ -102,11 +105,12 @@ class DensifyStrategy:
         n, extent = len(alive), info["extent"]
         avg = np.asarray(state.grad_sum) / np.maximum(np.asarray(state.count), 1)
         scales = np.exp(p["log_scales"]).max(-1)
-        grow = alive & (avg >= c.grad_threshold)
+        outside = np.asarray(info.get("outside", np.zeros(n, bool)))
+        grow = alive & ~outside & (avg >= c.grad_threshold)
         clone = np.nonzero(grow & (scales <= c.percent_dense * extent))[0]
         split = np.nonzero(grow & (scales > c.percent_dense * extent))[0]
         opacity = 1.0 / (1.0 + np.exp(-p["logit_opacities"]))
-        prune = alive & ((opacity < c.min_opacity) | (scales > c.max_scale * extent))
+        prune = alive & ((opacity < c.min_opacity) | (scales > c.max_scale * extent) | outside)
         prune[split] = False  # a split Gaussian is replaced in place
         alive = alive & ~prune
         parents = np.concatenate([clone, split])

@@ -80,6 +80,21 @@ def test_densify_doubles_a_full_capacity():
     assert int(np.sum(info["alive"])) == 8
 
 
+def test_densify_prunes_gaussians_marked_outside_and_never_grows_them():
+    """Slot 1 has a high gradient but lies outside the hull: pruned, not split; slot 0
+    (inside, high gradient, small) is cloned into the freed slot."""
+    p = {k: jnp.asarray(v) for k, v in random_params(4).items()}
+    p["log_scales"] = jnp.full((4, 3), np.log(0.001))
+    p["logit_opacities"] = jnp.full(4, 2.0)
+    state = DensifyState(jnp.array([1.0, 1.0, 0.0, 0.0]), jnp.ones(4, jnp.int32))
+    info = {"alive": np.array([1, 1, 1, 0], bool), "extent": 1.0, "max_capacity": 4, "key": 0,
+            "outside": np.array([0, 1, 0, 0], bool)}
+    new, _, _ = DensifyStrategy(DensifyConfig(grad_threshold=0.5, reset_every=10**6)).update(
+        p, optax.adam(1.0).init(p), state, 100, info)
+    assert np.asarray(info["alive"]).tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(np.asarray(new["means"][1]), np.asarray(p["means"][0]))  # the clone
+
+
 def test_splat_method_trains_renders_and_exports(scene, tmp_path):
     run = tmp_path / "splat"
     cli("train", "--method", "splat", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
@@ -111,6 +126,8 @@ def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
     points, colors = gs.visual_hull_points(0, cams, np.stack(masks), np.ones((5, 32, 32, 3)), bbox, 500)
     assert len(points) == 500 and np.linalg.norm(points, axis=-1).max() < 0.9
     np.testing.assert_allclose(colors, 1.0)
+    inside, _ = gs.hull_test(np.array([[0.0, 0, 0], [0.3, 0, 0.1], [0.95, 0.95, 0], [0, 0, 0.9]]), cams, np.stack(masks))
+    assert inside.tolist() == [True, True, False, False]
     sphere = lambda x: np.where(np.linalg.norm(x, axis=-1) < 0.5, 100.0, 0.0).astype(np.float32)  # noqa: E731
     points, _ = gs.density_points(0, sphere, lambda x, d: np.zeros_like(x), bbox, 300, resolution=32)
     assert np.linalg.norm(points, axis=-1).max() < 0.5 + 2.0 / 31 * np.sqrt(3)
