@@ -58,6 +58,9 @@ def configs(steps: int | None) -> dict:
         "anneal": dataclasses.replace(none, render=dataclasses.replace(none.render, anneal=SampleAnnealing())),
         "hull": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, carve_with_masks=True)),
         "fewshot": PRESETS["fewshot"],
+        # The preset without FreeNeRF's coarse-to-fine mask (does the mask pay at 3 views?)
+        "fewshot-noc2f": dataclasses.replace(
+            PRESETS["fewshot"], field=dataclasses.replace(PRESETS["fewshot"].field, coarse_to_fine=None)),
     }
     if steps is not None:
         table = {k: dataclasses.replace(c, steps=steps) for k, c in table.items()}
@@ -79,12 +82,12 @@ def run_one(train, config, out: Path) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'views':>5s}  {'config':12s} {'PSNR':>7s} {'dPSNR':>7s} {'SSIM':>6s} {'LPIPS':>6s} "
+    print(f"\n{'views':>5s}  {'config':14s} {'PSNR':>7s} {'dPSNR':>7s} {'SSIM':>6s} {'LPIPS':>6s} "
           f"{'train s':>8s} {'steps':>6s}")
     base = {r["views"]: r["psnr"] for r in results if r["name"] == "none"}
     for r in results:
         delta = f"{r['psnr'] - base[r['views']]:+7.2f}" if r["views"] in base else f"{'':7s}"
-        print(f"{r['views']:5d}  {r['name']:12s} {r['psnr']:7.2f} {delta} {r['ssim']:6.3f} "
+        print(f"{r['views']:5d}  {r['name']:14s} {r['psnr']:7.2f} {delta} {r['ssim']:6.3f} "
               f"{r['lpips']:6.3f} {r['train_seconds']:8.1f} {r['steps']:6d}")
 
 
