@@ -41,6 +41,9 @@ def measure(steps_warm: int, steps: int) -> dict:
         state = runs.init_state(config, field)
         step_fn = train_mod.make_train_step(config, field, scene.bbox)
         key = jax.random.PRNGKey(0)
+        t0 = time.perf_counter()
+        step_fn = step_fn.lower(state, data, key).compile()
+        compile_seconds = time.perf_counter() - t0
         n_warm = steps_warm if occupancy is not None else 3
         for i in range(n_warm):
             state, m = step_fn(state, data, jax.random.fold_in(key, i))
@@ -59,8 +62,39 @@ def measure(steps_warm: int, steps: int) -> dict:
             "samples_per_s": samples / steps / dt,
             "samples_per_ray": samples / max(rays, 1.0),
             "rays_per_step": rays / steps,
+            "compile_seconds": compile_seconds,
         }
+    result["field"] = field_speed(field, state.params, scene.bbox, config.render.sample_budget, steps)
     return result
+
+
+def field_speed(field, params, bbox, num_points: int, repeats: int) -> dict:
+    """The field alone (encoding + MLPs), forward and backward on one step's sample budget
+    of random points: the part of a training step that marching and compositing sit on."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    k_x, k_d = jax.random.split(jax.random.PRNGKey(2))
+    x = jax.random.uniform(k_x, (num_points, 3), minval=bbox[0], maxval=bbox[1])
+    d = jax.random.normal(k_d, (num_points, 3))
+    d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+
+    @jax.jit
+    def grads(params):
+        def loss(p):
+            sigma, rgb = field(p, x, d, 0.5)
+            return jnp.sum(sigma) + jnp.sum(rgb)
+        return jax.grad(loss)(params)
+
+    jax.block_until_ready(grads(params))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(grads(params))
+        times.append(time.perf_counter() - t0)
+    dt = float(np.median(times))
+    return {"seconds": dt, "samples_per_s": num_points / dt}
 
 
 def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
@@ -145,11 +179,18 @@ def main() -> None:
     print(f"{'allocator':14s} {'sampler':8s} {'s/step':>8s} {'rays/s':>10s} {'samples/s':>12s} {'samples/ray':>12s}")
     for name, res in rows.items():
         for sampler, r in res.items():
+            if sampler == "field":
+                continue
             print(f"{name:14s} {sampler:8s} {r['seconds_per_step']:8.3f} {r['rays_per_s']:10,.0f} "
                   f"{r['samples_per_s']:12,.0f} {r['samples_per_ray']:12.1f}")
     if tcmalloc:
         ratio = rows["system malloc"]["grid"]["seconds_per_step"] / rows["tcmalloc"]["grid"]["seconds_per_step"]
         print(f"tcmalloc speed-up of a training step: {ratio:.2f}x")
+    for name, res in rows.items():
+        grid, fld = res["grid"], res["field"]
+        print(f"{name}: compiling the train step {grid['compile_seconds']:.1f} s; the field alone "
+              f"(forward + backward, {fld['samples_per_s']:,.0f} samples/s) is "
+              f"{fld['seconds'] / grid['seconds_per_step']:.0%} of a step")
     if args.psnr is not None:
         print(json.dumps(time_to_psnr(args.psnr, max_steps=3000, every=100)))
 
