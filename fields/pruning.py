@@ -169,10 +169,11 @@ def admm_update(pruner: ADMMPruner | None, mask: SaliencyMask | None, params: di
     m = jnp.clip(params["saliency"]["mask"], 0.0, 1.0)
     active, frozen = pruner.phase(step, total)
     last = pruner.phase(step + 1, total)[1] & ~frozen
-    gate = lambda v: v  # noqa: E731
-    if pruner.occupancy_gate and grid is not None:
-        salient = occupied_vertices(mask, grid.occupied).reshape(m.shape)
-        gate = lambda v: jnp.where(salient, v, 0.0)  # noqa: E731
+
+    def gate(v):  # called inside the conds below: the gate is built only on ADMM steps
+        if not pruner.occupancy_gate or grid is None:
+            return v
+        return jnp.where(occupied_vertices(mask, grid.occupied).reshape(m.shape), v, 0.0)
 
     def dual(s):
         z = project_top_k(gate(m + s.u).ravel(), k).reshape(m.shape)
