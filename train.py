@@ -82,10 +82,13 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             lambda x, d: field(params, x, d, progress), origins, directions,
             background, box, grid, render_config, keys, step,
         )
+        packed = out["packed"]
         if space is None:
             out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
+            packed["s"], packed["ds"] = packed["t"] / diagonal, packed["deltas"] / diagonal
         else:
             out["s"], out["ds"] = space.distortion_coords(out["t"], out["deltas"], diagonal)
+            packed["s"], packed["ds"] = out["s"].ravel()[packed["index"]], out["ds"].ravel()[packed["index"]]
         return out
 
     def render_shard(params, data, grid, key, step):
@@ -112,6 +115,10 @@ def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, m
             o = render(params, drawn[f"{prefix}origins"], drawn[f"{prefix}directions"], background,
                        grid, march_keys, step, budget)
             marched = o.pop("num_samples")
+            # Global ray ids, so the loss terms can sum packed samples per ray after the
+            # shards are gathered; unused slots get the id one past the last ray.
+            packed, local = o["packed"], o["complete"].shape[0]
+            packed["ray"] = jnp.where(packed["valid"], packed["ray"] + shard * local, local * shards)
             if name == "rays":
                 out, samples = out | o, marched
             else:

@@ -7,7 +7,10 @@ its weight, so the train step builds ``losses[name] = weight_at(step) * term(...
 ``outputs`` is what `render_rays` returns (``weights [R, S]``, ``sigma [R, S]``,
 ``t [R, S]``, ``deltas [R, S]``, ``opacity [R]``, ``complete [R]`` ...) plus the train
 step's ``s``/``ds`` (distances over the box diagonal), ``encoding`` (the encoding config)
-and ``encoding_params``; ``batch`` is the ray batch (``rgb [R, 3]``, and ``alpha [R]``
+and ``encoding_params``. Where the renderer gives them, ``outputs["packed"]`` holds the
+evaluated samples alone (`sparsefield.renderers.render.shade_packed`, with ``s``/``ds``
+too); terms that only sum over samples use it, which is much cheaper than the mostly
+empty ``[R, S]`` arrays; ``batch`` is the ray batch (``rgb [R, 3]``, and ``alpha [R]``
 when the data has masks).
 Terms average over the complete rays only, like the colour loss.
 
@@ -25,7 +28,9 @@ from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
+
+from sparsefield.renderers.volume import segment_cumsum, segment_starts
 
 EPS = 1e-4
 """Opacities are clipped to ``[EPS, 1 - EPS]`` inside logarithms."""
@@ -53,6 +58,20 @@ def distortion(
     return inter + intra
 
 
+def distortion_packed(
+    weights: Float[Array, " K"], s: Float[Array, " K"], ds: Float[Array, " K"],
+    ray: Int[Array, " K"], num_rays: int, max_samples: int | None = None,
+) -> Float[Array, " R"]:
+    """`distortion` on packed samples (a ray's samples contiguous and in order, ``ray``
+    their ray ids; ids outside ``[0, num_rays)`` are dropped). Skipped samples have zero
+    weight, so this equals the dense loss."""
+    starts = segment_starts(ray)
+    w_before = segment_cumsum(weights, starts, max_samples)
+    wm_before = segment_cumsum(weights * s, starts, max_samples)
+    per_sample = 2.0 * weights * (s * w_before - wm_before) + weights**2 * ds / 3.0
+    return jax.ops.segment_sum(per_sample, ray, num_rays)
+
+
 @dataclasses.dataclass(frozen=True)
 class Distortion:
     """mip-NeRF 360's distortion loss (Barron et al. 2022, eq. 15): pulls each ray's
@@ -69,7 +88,12 @@ class Distortion:
         return self.weight
 
     def __call__(self, outputs: dict, batch: dict, step) -> Array:
-        per_ray = distortion(outputs["weights"], outputs["s"], outputs["ds"])
+        if "packed" in outputs:
+            p = outputs["packed"]
+            per_ray = distortion_packed(p["weights"], p["s"], p["ds"], p["ray"], outputs["complete"].shape[0],
+                                        outputs["t"].shape[-1])
+        else:
+            per_ray = distortion(outputs["weights"], outputs["s"], outputs["ds"])
         return masked_mean(per_ray, outputs["complete"].astype(per_ray.dtype))
 
 
@@ -140,12 +164,19 @@ class Occlusion:
         return self.weight
 
     def __call__(self, outputs: dict, batch: dict, step) -> Array:
-        sigma = outputs["sigma"]
-        k = jnp.arange(sigma.shape[-1])
         mean = jnp.mean(batch["rgb"], axis=-1)
         bw = (mean < self.bw_threshold) | (mean > 1.0 - self.bw_threshold)
-        mask = (k < self.range)[None, :] | (bw[:, None] & (k < self.bw_range)[None, :])
-        per_ray = occlusion(sigma, mask.astype(sigma.dtype))
+        if "packed" in outputs:  # skipped samples have zero density: sum the packed ones
+            p, num_rays = outputs["packed"], outputs["complete"].shape[0]
+            num_samples = outputs["t"].shape[-1]
+            k, ray_bw = p["sample"], bw[jnp.clip(p["ray"], 0, num_rays - 1)]
+            mask = (k < self.range) | (ray_bw & (k < self.bw_range))
+            per_ray = jax.ops.segment_sum(p["sigma"] * mask, p["ray"], num_rays) / num_samples
+        else:
+            sigma = outputs["sigma"]
+            k = jnp.arange(sigma.shape[-1])
+            mask = (k < self.range)[None, :] | (bw[:, None] & (k < self.bw_range)[None, :])
+            per_ray = occlusion(sigma, mask.astype(sigma.dtype))
         return masked_mean(per_ray, outputs["complete"].astype(per_ray.dtype))
 
 

@@ -4,8 +4,8 @@ The renderer knows nothing about encodings: it receives the field as a callable,
 ``field_fn(x [N, 3], d [N, 3]) -> (sigma [N], rgb [N, 3])``, in world coordinates.
 
 Training (`render_rays`, inside jit): ``S`` stratified samples per ray inside the box,
-occupancy test, the occupied ones packed into a budget of ``K`` and evaluated, then
-scattered back and composited densely.
+occupancy test, the occupied ones packed into a budget of ``K``, evaluated and composited
+packed (`sparsefield.renderers.volume.composite_packed`).
 
 Images (`render_image`, outside jit, chunked): the same march, without a budget. A cheap
 first pass counts the occupied samples of a chunk; the field then runs on exactly those,
@@ -33,7 +33,7 @@ from sparsefield.cameras import Cameras, image_rays, intersect_box
 from sparsefield.renderers.occupancy_grid import OccupancyGridState
 from sparsefield.renderers.samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
 from sparsefield.renderers.spaces import NDC, Contraction
-from sparsefield.renderers.volume import composite, composite_weights
+from sparsefield.renderers.volume import composite_packed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,24 +112,48 @@ def render_rays(
     ``step`` (the training step) drives ``config.anneal``; None uses the full range.
 
     Returns:
-        The `composite` outputs, the samples' ``t [R, S]``, ``deltas [R, S]`` and
-        densities ``sigma [R, S]`` (zero where skipped), ``complete [R]`` (rays whose
-        samples all fit in the budget; only these are valid) and ``num_samples``
-        (occupied samples marched).
+        ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``; ``complete [R]`` (rays whose
+        samples all fit in the budget; only these are valid); ``packed`` (the evaluated
+        samples, `shade_packed`); dense ``[R, S]`` views ``t``, ``deltas``, ``sigma`` and
+        ``weights`` (zero where skipped; free unless read) and ``num_samples`` (occupied
+        samples marched).
     """
     t, deltas, x, mask = march(
         origins, directions, bbox, grid, config.num_samples, key, config.anneal, step, config.space
     )
-    num_rays, num_samples = mask.shape
-    index, valid, complete = pack_samples(mask, config.sample_budget)
-    ray_of = index // num_samples
-    sigma, rgb = field_fn(x.reshape(-1, 3)[index], directions[ray_of])
-    sigma = unpack(sigma, index, valid, (num_rays, num_samples))
-    rgb = unpack(rgb, index, valid, (num_rays, num_samples))
-    out = composite(sigma, rgb, t, deltas, background)
-    out["t"], out["deltas"], out["sigma"] = t, deltas, sigma
-    out["complete"] = complete
+    out = shade_packed(field_fn, t, deltas, x, mask, directions, config.sample_budget, background)
+    packed = out["packed"]
+    # Dense views for loss terms that want them; XLA drops them when nothing reads them.
+    dense = lambda v: unpack(v, packed["index"], packed["valid"], mask.shape)  # noqa: E731
+    out["weights"], out["sigma"] = dense(packed["weights"]), dense(packed["sigma"])
+    out["t"], out["deltas"] = t, deltas
     out["num_samples"] = jnp.sum(mask)
+    return out
+
+
+def shade_packed(field_fn, t, deltas, x, mask, directions, budget: int, background) -> dict[str, Array]:
+    """Pack the marked samples into ``budget`` slots, evaluate the field on them and
+    composite them packed (`composite_packed`).
+
+    Returns:
+        ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``, ``complete [R]`` and ``packed``:
+        per slot ``ray`` (id; ``R`` for unused slots), ``sample`` (position along the
+        ray), ``index`` (into the flat ``[R, S]`` arrays), ``valid``, ``t``, ``deltas``,
+        ``sigma`` (0 in unused slots), ``weights`` and ``trans``.
+    """
+    num_rays, num_samples = mask.shape
+    index, valid, complete = pack_samples(mask, budget)
+    sigma, rgb = field_fn(x.reshape(-1, 3)[index], directions[index // num_samples])
+    sigma = jnp.where(valid, sigma, 0.0)
+    ray = jnp.where(valid, index // num_samples, num_rays)
+    t_k, deltas_k = t.ravel()[index], deltas.ravel()[index]
+    out = composite_packed(sigma, rgb, t_k, deltas_k, ray, num_rays, background, num_samples)
+    out["packed"] = {
+        "ray": ray, "sample": index % num_samples, "index": index, "valid": valid,
+        "t": t_k, "deltas": deltas_k, "sigma": sigma,
+        "weights": out.pop("weights"), "trans": out.pop("trans"),
+    }
+    out["complete"] = complete
     return out
 
 
@@ -148,14 +172,11 @@ def _march_count(origins, directions, bbox, grid, num_samples, space=None):
 def _field_pass(field_fn, params, origins, directions, bbox, grid, background, num_samples, budget, min_trans,
                 space=None):
     t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None, space=space)
-    index, valid, _ = pack_samples(mask, budget)
-    sigma, rgb = field_fn(params, x.reshape(-1, 3)[index], directions[index // num_samples])
-    sigma = unpack(sigma, index, valid, mask.shape)
-    rgb = unpack(rgb, index, valid, mask.shape)
-    out = composite(sigma, rgb, t, deltas, background)
-    _, trans = composite_weights(sigma, deltas)
-    out["samples"] = jnp.sum(mask & (trans > min_trans), axis=-1)
-    del out["weights"]
+    out = shade_packed(lambda xs, ds: field_fn(params, xs, ds), t, deltas, x, mask, directions, budget, background)
+    packed = out.pop("packed")
+    seen = packed["valid"] & (packed["trans"] > min_trans)
+    out["samples"] = jax.ops.segment_sum(seen.astype(jnp.int32), packed["ray"], mask.shape[0])
+    del out["complete"]
     return out
 
 

@@ -84,15 +84,25 @@ def pack_samples(
 ) -> tuple[Int[Array, " K"], Bool[Array, " K"], Bool[Array, " R"]]:
     """Flat indices of the first ``budget`` True entries of ``mask`` (row-major).
 
+    Each marked sample's slot is its ray's offset (an exclusive prefix sum of the counts
+    per ray) plus its rank within the ray; the rank is a product with a triangular
+    matrix of ones, which a CPU runs several times faster than the flat prefix sum of
+    ``jnp.nonzero`` over ``R * S`` entries (exact: counts stay far below 2^24).
+
     Returns:
         ``index [K]`` into ``mask.ravel()`` (0 where unused), ``valid [K]``, and
         ``complete [R]``: True for rays all of whose marked samples got a slot.
     """
-    (index,) = jnp.nonzero(mask.ravel(), size=budget, fill_value=0)
-    count = jnp.sum(mask)
-    valid = jnp.arange(budget) < count
-    per_ray_end = jnp.cumsum(jnp.sum(mask, axis=-1))  # marked samples up to and incl. ray r
-    return index, valid, per_ray_end <= budget
+    num_rays, num_samples = mask.shape
+    upper = jnp.triu(jnp.ones((num_samples, num_samples), jnp.float32))
+    rank = (mask.astype(jnp.float32) @ upper).astype(jnp.int32)  # inclusive count along the ray
+    counts = rank[:, -1]
+    ends = jnp.cumsum(counts)  # marked samples up to and including ray r
+    slot = jnp.where(mask, (ends - counts)[:, None] + rank - 1, budget)
+    flat = jnp.arange(num_rays * num_samples, dtype=jnp.int32)
+    index = jnp.zeros(budget, jnp.int32).at[slot.ravel()].set(flat, mode="drop", unique_indices=True)
+    valid = jnp.arange(budget) < ends[-1]
+    return index, valid, ends <= budget
 
 
 def unpack(values: Array, index: Int[Array, " K"], valid: Bool[Array, " K"], shape) -> Array:

@@ -23,6 +23,7 @@ from sparsefield.renderers.regularizers import (
     binary_entropy,
     depth_smoothness,
     distortion,
+    distortion_packed,
     patch_depth,
     ray_entropy,
     unseen_patches,
@@ -66,6 +67,32 @@ def test_distortion_term_averages_complete_rays_only():
         "complete": jnp.array([True, False]),
     }
     np.testing.assert_allclose(Distortion()(outputs, {}, 0), 0.5 / 3.0, rtol=1e-6)
+
+
+def test_packed_distortion_and_occlusion_equal_the_dense_terms():
+    rng = np.random.default_rng(1)
+    rays, samples = 5, 12
+    mask = rng.random((rays, samples)) < 0.4
+    w = np.where(mask, rng.random((rays, samples)) * 0.3, 0.0)
+    sigma = np.where(mask, rng.random((rays, samples)) * 5, 0.0)
+    s = np.broadcast_to(np.linspace(0.05, 0.95, samples), (rays, samples))
+    ds = np.full((rays, samples), 0.9 / samples)
+    ray, sample = np.nonzero(mask)
+    pad = 3  # unused slots after the last ray, as the renderer leaves them
+    packed = {
+        "ray": jnp.asarray(np.r_[ray, [rays] * pad]), "sample": jnp.asarray(np.r_[sample, [0] * pad]),
+        "weights": jnp.asarray(np.r_[w[mask], [0.0] * pad]), "sigma": jnp.asarray(np.r_[sigma[mask], [0.0] * pad]),
+        "s": jnp.asarray(np.r_[s[mask], [0.0] * pad]), "ds": jnp.asarray(np.r_[ds[mask], [0.0] * pad]),
+    }
+    np.testing.assert_allclose(
+        distortion_packed(packed["weights"], packed["s"], packed["ds"], packed["ray"], rays, samples),
+        distortion(jnp.asarray(w), jnp.asarray(s), jnp.asarray(ds)), rtol=1e-5, atol=1e-7)
+    complete = jnp.array([True, True, False, True, True])
+    dense = {"weights": jnp.asarray(w), "sigma": jnp.asarray(sigma), "s": jnp.asarray(s), "ds": jnp.asarray(ds),
+             "t": jnp.asarray(s), "complete": complete}
+    batch = {"rgb": jnp.asarray(rng.random((rays, 3))).at[1].set(1.0)}
+    for term in (Distortion(), Occlusion(range=4), Occlusion(range=2, bw_range=6)):
+        np.testing.assert_allclose(term(dense | {"packed": packed}, batch, 0), term(dense, batch, 0), rtol=1e-5)
 
 
 def test_regularizers_lists_terms_that_are_on():

@@ -16,7 +16,7 @@ from sparsefield.renderers.occupancy_grid import (
 )
 from sparsefield.renderers.render import RenderConfig, render_image, render_rays
 from sparsefield.renderers.samplers import pack_samples
-from sparsefield.renderers.volume import composite
+from sparsefield.renderers.volume import composite, composite_packed, segment_cumsum, segment_starts
 
 BOX = jnp.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
@@ -71,6 +71,51 @@ def test_weights_sum_at_most_one():
     out = composite(sigma, jnp.zeros((100, 32, 3)), jnp.ones((100, 32)), jnp.full((100, 32), 0.1), jnp.zeros(3))
     total = np.asarray(out["weights"].sum(-1))
     assert np.all(total <= 1 + 1e-6) and np.all(total >= 0)
+
+
+def random_packed(key, rays=6, samples=16, budget=64):
+    """Dense ``[R, S]`` samples with about a third occupied, and their packed form."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    mask = jax.random.uniform(k1, (rays, samples)) < 0.35
+    sigma = jnp.where(mask, 40.0 * jax.random.uniform(k2, (rays, samples)), 0.0)
+    rgb = jax.random.uniform(k3, (rays, samples, 3))
+    t = jnp.broadcast_to(jnp.linspace(0.1, 3.0, samples), (rays, samples))
+    deltas = jnp.full((rays, samples), 2.9 / samples)
+    index, valid, _ = pack_samples(mask, budget)
+    ray = jnp.where(valid, index // samples, rays)
+    flat = lambda a: a.reshape(rays * samples, *a.shape[2:])[index]  # noqa: E731
+    packed = (jnp.where(valid, flat(sigma), 0.0), flat(rgb), flat(t), flat(deltas), ray)
+    return (sigma, rgb, t, deltas), packed, np.asarray(valid), np.asarray(index)
+
+
+def test_segment_cumsum_is_an_exclusive_sum_per_segment():
+    values = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    ray = jnp.array([0, 0, 0, 2, 2, 5, 5])
+    want = [0, 1, 3, 0, 4, 0, 6]
+    np.testing.assert_allclose(segment_cumsum(values, segment_starts(ray)), want)
+    np.testing.assert_allclose(segment_cumsum(values, segment_starts(ray), max_length=3), want)
+    long = jnp.arange(100.0)
+    np.testing.assert_allclose(segment_cumsum(long, segment_starts(jnp.zeros(100, int)), 100),
+                               np.cumsum(np.arange(100.0)) - np.arange(100.0))
+
+
+def test_packed_compositing_equals_dense():
+    (sigma, rgb, t, deltas), packed, valid, index = random_packed(jax.random.PRNGKey(3))
+    background = jnp.array([0.1, 0.5, 0.9])
+    dense = composite(sigma, rgb, t, deltas, background)
+    out = composite_packed(*packed, sigma.shape[0], background, max_samples=sigma.shape[1])
+    for key in ("rgb", "depth", "opacity"):
+        np.testing.assert_allclose(out[key], dense[key], rtol=1e-5, atol=1e-6)
+    # the packed weights are the dense ones at the occupied samples, zero in unused slots
+    dense_w = np.asarray(dense["weights"]).ravel()
+    np.testing.assert_allclose(np.asarray(out["weights"])[valid], dense_w[index[valid]], rtol=1e-5, atol=1e-7)
+    assert np.all(np.asarray(out["weights"])[~valid] == 0)
+    # and so are the gradients
+    grad_dense = jax.grad(lambda s: composite(s, rgb, t, deltas, background)["rgb"].sum())(sigma)
+    grad_packed = jax.grad(lambda s: composite_packed(s, *packed[1:], sigma.shape[0], background)["rgb"].sum())(
+        packed[0])
+    np.testing.assert_allclose(np.asarray(grad_packed)[valid], np.asarray(grad_dense).ravel()[index[valid]],
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_pack_samples_marks_complete_rays():
