@@ -143,9 +143,10 @@ def shade_packed(field_fn, t, deltas, x, mask, directions, budget: int, backgrou
     """
     num_rays, num_samples = mask.shape
     index, valid, complete = pack_samples(mask, budget)
-    sigma, rgb = field_fn(x.reshape(-1, 3)[index], directions[index // num_samples])
+    ray_of = index // num_samples
+    sigma, rgb = field_fn(x.reshape(-1, 3)[index], directions[ray_of])
     sigma = jnp.where(valid, sigma, 0.0)
-    ray = jnp.where(valid, index // num_samples, num_rays)
+    ray = jnp.where(valid, ray_of, num_rays)
     t_k, deltas_k = t.ravel()[index], deltas.ravel()[index]
     out = composite_packed(sigma, rgb, t_k, deltas_k, ray, num_rays, background, num_samples)
     out["packed"] = {

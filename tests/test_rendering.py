@@ -118,6 +118,16 @@ def test_packed_compositing_equals_dense():
                                rtol=1e-4, atol=1e-6)
 
 
+def test_pack_samples_equals_nonzero_on_random_masks():
+    for fill, budget in ((0.0, 64), (0.3, 256), (0.3, 100), (1.0, 300)):  # 100, 300: overflow
+        mask = jax.random.uniform(jax.random.PRNGKey(int(fill * 10) + budget), (40, 16)) < fill
+        index, valid, complete = pack_samples(mask, budget)
+        (want,) = jnp.nonzero(mask.ravel(), size=budget, fill_value=0)
+        np.testing.assert_array_equal(index, want)
+        np.testing.assert_array_equal(valid, np.arange(budget) < int(mask.sum()))
+        np.testing.assert_array_equal(complete, np.cumsum(np.asarray(mask).sum(1)) <= budget)
+
+
 def test_pack_samples_marks_complete_rays():
     mask = jnp.array([[1, 1, 0], [0, 1, 1], [1, 1, 1]], bool)
     index, valid, complete = pack_samples(mask, 5)
