@@ -52,8 +52,11 @@ class SplatRenderConfig:
     """K: at most this many Gaussians (the nearest) per tile; a multiple of ``chunk``."""
     chunk: int = 32
     """Gaussians per tile composited per loop iteration (memory: pixels x chunk)."""
+    tile_group: int = 16
+    """Tiles composited together; each group stops at its own longest list."""
     pairs_per_gaussian: float = 8.0
-    """(tile, Gaussian) pair budget, times the capacity N; the farthest pairs drop first."""
+    """(tile, Gaussian) pair budget, times the capacity N, and at most tiles x K (more
+    pairs than that overflow some tile anyway); the farthest pairs drop first."""
     near: float = 0.01
     """Gaussians closer than this view depth (world units) are culled."""
     dilation: float = 0.3
@@ -160,7 +163,8 @@ def bin_tiles(proj: Projected, width: int, height: int, config: SplatRenderConfi
     """Per-tile lists of the nearest ``K`` Gaussians touching each tile, near to far.
 
     Every visible Gaussian emits one pair per tile its extent box touches, in global
-    depth order, into a budget of ``P = pairs_per_gaussian N`` pairs; pairs are sorted by
+    depth order, into a budget of ``P = min(pairs_per_gaussian N, T K)`` pairs (a crop of a
+    large scene needs far fewer than the whole view); pairs are sorted by
     the single integer key ``tile << b | depth_rank`` (``2^b >= N``), which keeps depth
     order inside each tile.
 
@@ -175,7 +179,7 @@ def bin_tiles(proj: Projected, width: int, height: int, config: SplatRenderConfi
     bits = max(1, math.ceil(math.log2(n)))
     if num_tiles << bits >= 2**31:
         raise ValueError(f"{num_tiles} tiles x 2^{bits} Gaussians do not fit a 32-bit sort key")
-    budget = max(int(config.pairs_per_gaussian * n), num_tiles)
+    budget = max(min(int(config.pairs_per_gaussian * n), num_tiles * cap), num_tiles)
     lo = jnp.floor((proj.mean2d - proj.extent) / size).astype(jnp.int32)
     hi = jnp.floor((proj.mean2d + proj.extent) / size).astype(jnp.int32)
     lo = jnp.clip(lo, 0, jnp.array([tiles_x - 1, tiles_y - 1]))
@@ -250,88 +254,142 @@ def _slice(x, start, size):
     return jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)
 
 
-def _loop_bound(valid, chunk):
-    return (jnp.max(jnp.sum(valid, -1)) + chunk - 1) // chunk
+def _grouped(group, count, *arrays):
+    """Tiles reordered by list length, longest first, and padded to whole groups of
+    ``group`` tiles (at most all of them; padding tiles have empty lists): the group
+    size, ``order``, the padded counts, and the arrays' ``[T, ...]`` leading axes
+    gathered likewise."""
+    tiles = count.shape[0]
+    group = min(group, tiles)
+    padded = -(-tiles // group) * group
+    order = jnp.argsort(-count)
+    take = jnp.concatenate([order, jnp.zeros(padded - tiles, order.dtype)])
+    real = jnp.arange(padded) < tiles
+    count = jnp.where(real, count[take], 0)
+    return group, order, count, tuple(x[take] for x in arrays)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def composite_tiles(chunk, pix, mean, conic, opac, feat, valid, background):
+def _ungroup(order, x, tiles):
+    """Inverse of `_grouped` on an output ``[padded, ...]``."""
+    return jnp.zeros((tiles, *x.shape[1:]), x.dtype).at[order].set(x[:tiles])
+
+
+def _rows(x, start, size):
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def composite_tiles(chunk, group, pix, mean, conic, opac, feat, valid, background):
     """Front-to-back compositing of per-tile lists (3DGS eq. 3) with early termination.
+
+    Tiles are composited ``group`` at a time, longest lists first, each group looping
+    over its own lists ``chunk`` entries at a time until its longest list ends or all
+    its pixels are saturated; so the work follows each tile's list length and depth
+    complexity rather than the busiest tile's (a CUDA rasterizer's thread blocks do the
+    same).
 
     Args:
         chunk: list entries per loop iteration (static).
+        group: tiles per group (static).
         pix: ``[T, P, 2]`` pixel centres per tile.
         mean, conic, opac, feat: ``[T, K, 2]``, ``[T, K, 3]``, ``[T, K]``, ``[T, K, F]``
             the listed Gaussians' screen parameters and features (colour, depth ...).
-        valid: ``[T, K]`` list entries in use.
+        valid: ``[T, K]`` list entries in use (a prefix of each list).
         background: ``[F]`` added with the final transmittance.
 
     Returns:
         ``out [T, P, F] = sum_i w_i f_i + T_final background`` with
         ``w_i = alpha_i prod_{j<i} (1 - alpha_j)``, and ``T_final [T, P]``.
     """
-    return _composite_fwd(chunk, pix, mean, conic, opac, feat, valid, background)[0]
+    return _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background)[0]
 
 
-def _composite_fwd(chunk, pix, mean, conic, opac, feat, valid, background):
+def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background):
     tiles, pixels = pix.shape[:2]
     tri = jnp.triu(jnp.ones((chunk, chunk), pix.dtype))
+    group, order, count, (gpix, gmean, gconic, gopac, gfeat, gvalid) = _grouped(
+        group, jnp.sum(valid, -1), pix, mean, conic, opac, feat, valid)
+    nf = feat.shape[-1]
 
-    def body(carry):
-        k, acc, log_t, done = carry
-        s = k * chunk
-        alpha = _chunk_alpha(pix, _slice(mean, s, chunk), _slice(conic, s, chunk),
-                             _slice(opac, s, chunk), _slice(valid, s, chunk))[0]
-        w, _, _, log_t, done = _chunk_weights(alpha, log_t, done, tri)
-        acc = acc + jnp.einsum("tpc,tcf->tpf", w, _slice(feat, s, chunk))
-        return k + 1, acc, log_t, done
+    def one_group(b, outs):
+        r = b * group
+        p, m, cn, op, ft, v = (_rows(x, r, group) for x in (gpix, gmean, gconic, gopac, gfeat, gvalid))
+        bound = (count[r] + chunk - 1) // chunk  # the group's longest list comes first
 
-    bound = _loop_bound(valid, chunk)
-    init = (jnp.int32(0), jnp.zeros((tiles, pixels, feat.shape[-1]), pix.dtype),
-            jnp.zeros((tiles, pixels), pix.dtype), jnp.zeros((tiles, pixels), bool))
-    _, acc, log_t, done = jax.lax.while_loop(lambda c: (c[0] < bound) & ~jnp.all(c[3]), body, init)
-    t_final = jnp.exp(log_t)
-    out = acc + t_final[..., None] * background
+        def body(carry):
+            k, acc, log_t, done = carry
+            s = k * chunk
+            alpha = _chunk_alpha(p, _slice(m, s, chunk), _slice(cn, s, chunk), _slice(op, s, chunk),
+                                 _slice(v, s, chunk))[0]
+            w, _, _, log_t, done = _chunk_weights(alpha, log_t, done, tri)
+            acc = acc + jnp.einsum("tpc,tcf->tpf", w, _slice(ft, s, chunk))
+            return k + 1, acc, log_t, done
+
+        init = (jnp.int32(0), jnp.zeros((group, pixels, nf), pix.dtype),
+                jnp.zeros((group, pixels), pix.dtype), jnp.zeros((group, pixels), bool))
+        _, acc, log_t, _ = jax.lax.while_loop(lambda c: (c[0] < bound) & ~jnp.all(c[3]), body, init)
+        out_acc, out_t = outs
+        return (jax.lax.dynamic_update_slice_in_dim(out_acc, acc, r, 0),
+                jax.lax.dynamic_update_slice_in_dim(out_t, log_t, r, 0))
+
+    padded = count.shape[0]
+    acc, log_t = jax.lax.fori_loop(0, padded // group, one_group, (
+        jnp.zeros((padded, pixels, nf), pix.dtype), jnp.zeros((padded, pixels), pix.dtype)))
+    t_final = jnp.exp(_ungroup(order, log_t, tiles))
+    out = _ungroup(order, acc, tiles) + t_final[..., None] * background
     return (out, t_final), (pix, mean, conic, opac, feat, valid, background, out, t_final)
 
 
-def _composite_bwd(chunk, res, cotangents):
-    """Front to back again: ``dL/dalpha_i = T_i (g.f_i) - (g.R_i + g_T T_final) / (1 - alpha_i)``
-    with ``R_i = C - sum_{j<=i} w_j f_j`` (what lies behind ``i``, background included)."""
+def _composite_bwd(chunk, group, res, cotangents):
+    """Front to back again, group by group: ``dL/dalpha_i = T_i (g.f_i) - (g.R_i + g_T T_final)
+    / (1 - alpha_i)`` with ``R_i = C - sum_{j<=i} w_j f_j`` (what lies behind ``i``,
+    background included)."""
     pix, mean, conic, opac, feat, valid, background, out, t_final = res
     g_out, g_t = cotangents
     tiles, pixels = pix.shape[:2]
     tri = jnp.triu(jnp.ones((chunk, chunk), pix.dtype))
     g_c = jnp.sum(g_out * out, -1)
     g_tt = g_t * t_final
+    group, order, count, (gpix, gmean, gconic, gopac, gfeat, gvalid, gg_out, gg_c, gg_tt) = _grouped(
+        group, jnp.sum(valid, -1), pix, mean, conic, opac, feat, valid, g_out, g_c, g_tt)
 
-    def body(carry):
-        k, log_t, done, before, grads = carry
-        s = k * chunk
-        m, cn, op, ft = (_slice(x, s, chunk) for x in (mean, conic, opac, feat))
-        alpha, gauss, dx, dy, raw = _chunk_alpha(pix, m, cn, op, _slice(valid, s, chunk))
-        w, use, t_i, log_t_next, done = _chunk_weights(alpha, log_t, done, tri)
-        gf = jnp.einsum("tpf,tcf->tpc", g_out, ft)
-        behind = g_c[..., None] - before[..., None] - (w * gf) @ tri
-        d_alpha = t_i * gf - (behind + g_tt[..., None]) / (1.0 - alpha)
-        d_alpha = jnp.where(use & (alpha > 0) & (raw < ALPHA_MAX), d_alpha, 0.0)
-        d_raw = d_alpha * raw  # d alpha / d power = alpha
-        d_mean = jnp.stack([jnp.sum(d_raw * (cn[:, None, :, 0] * dx + cn[:, None, :, 1] * dy), 1),
-                            jnp.sum(d_raw * (cn[:, None, :, 2] * dy + cn[:, None, :, 1] * dx), 1)], -1)
-        d_conic = jnp.stack([jnp.sum(-0.5 * d_raw * dx * dx, 1), jnp.sum(-d_raw * dx * dy, 1),
-                             jnp.sum(-0.5 * d_raw * dy * dy, 1)], -1)
-        d_opac = jnp.sum(d_alpha * gauss, 1)
-        d_feat = jnp.einsum("tpc,tpf->tcf", w, g_out)
-        before = before + jnp.sum(w * gf, -1)
-        grads = tuple(jax.lax.dynamic_update_slice_in_dim(acc, d, s, axis=1)
-                      for acc, d in zip(grads, (d_mean, d_conic, d_opac, d_feat)))
-        return k + 1, log_t_next, done, before, grads
+    def one_group(b, grads):
+        r = b * group
+        p, m_all, cn_all, op_all, ft_all, v_all, go, gc, gt = (
+            _rows(x, r, group) for x in (gpix, gmean, gconic, gopac, gfeat, gvalid, gg_out, gg_c, gg_tt))
+        bound = (count[r] + chunk - 1) // chunk
 
-    bound = _loop_bound(valid, chunk)
-    grads = tuple(jnp.zeros_like(x) for x in (mean, conic, opac, feat))
-    init = (jnp.int32(0), jnp.zeros((tiles, pixels), pix.dtype), jnp.zeros((tiles, pixels), bool),
-            jnp.zeros((tiles, pixels), pix.dtype), grads)
-    *_, grads = jax.lax.while_loop(lambda c: (c[0] < bound) & ~jnp.all(c[2]), body, init)
+        def body(carry):
+            k, log_t, done, before, acc = carry
+            s = k * chunk
+            m, cn, op, ft = (_slice(x, s, chunk) for x in (m_all, cn_all, op_all, ft_all))
+            alpha, gauss, dx, dy, raw = _chunk_alpha(p, m, cn, op, _slice(v_all, s, chunk))
+            w, use, t_i, log_t_next, done = _chunk_weights(alpha, log_t, done, tri)
+            gf = jnp.einsum("tpf,tcf->tpc", go, ft)
+            behind = gc[..., None] - before[..., None] - (w * gf) @ tri
+            d_alpha = t_i * gf - (behind + gt[..., None]) / (1.0 - alpha)
+            d_alpha = jnp.where(use & (alpha > 0) & (raw < ALPHA_MAX), d_alpha, 0.0)
+            d_raw = d_alpha * raw  # d alpha / d power = alpha
+            d_mean = jnp.stack([jnp.sum(d_raw * (cn[:, None, :, 0] * dx + cn[:, None, :, 1] * dy), 1),
+                                jnp.sum(d_raw * (cn[:, None, :, 2] * dy + cn[:, None, :, 1] * dx), 1)], -1)
+            d_conic = jnp.stack([jnp.sum(-0.5 * d_raw * dx * dx, 1), jnp.sum(-d_raw * dx * dy, 1),
+                                 jnp.sum(-0.5 * d_raw * dy * dy, 1)], -1)
+            d_opac = jnp.sum(d_alpha * gauss, 1)
+            d_feat = jnp.einsum("tpc,tpf->tcf", w, go)
+            before = before + jnp.sum(w * gf, -1)
+            acc = tuple(jax.lax.dynamic_update_slice_in_dim(a, d, s, axis=1)
+                        for a, d in zip(acc, (d_mean, d_conic, d_opac, d_feat)))
+            return k + 1, log_t_next, done, before, acc
+
+        zeros = tuple(jnp.zeros_like(x) for x in (m_all, cn_all, op_all, ft_all))
+        init = (jnp.int32(0), jnp.zeros((group, pixels), pix.dtype), jnp.zeros((group, pixels), bool),
+                jnp.zeros((group, pixels), pix.dtype), zeros)
+        *_, acc = jax.lax.while_loop(lambda c: (c[0] < bound) & ~jnp.all(c[2]), body, init)
+        return tuple(jax.lax.dynamic_update_slice_in_dim(g, a, r, 0) for g, a in zip(grads, acc))
+
+    grads = tuple(jnp.zeros_like(x) for x in (gmean, gconic, gopac, gfeat))
+    grads = jax.lax.fori_loop(0, count.shape[0] // group, one_group, grads)
+    grads = tuple(_ungroup(order, g, tiles) for g in grads)
     d_background = jnp.sum(g_out * t_final[..., None], (0, 1))
     return (None, *grads, None, d_background)
 
@@ -372,7 +430,7 @@ def rasterize(
     feat = jnp.concatenate([colors, proj.depth[:, None]], -1)
     bg = jnp.concatenate([background, jnp.zeros(1, background.dtype)])
     pix = tile_pixels(camera.width, camera.height, config.tile_size)
-    out, t_final = composite_tiles(config.chunk, pix, mean2d[ids], proj.conic[ids], proj.opacity[ids],
+    out, t_final = composite_tiles(config.chunk, config.tile_group, pix, mean2d[ids], proj.conic[ids], proj.opacity[ids],
                                    feat[ids], valid, bg)
     image = untile(jnp.concatenate([out, 1.0 - t_final[..., None]], -1), camera, config.tile_size)
     return {"rgb": image[..., :3], "depth": image[..., 3], "opacity": image[..., 4],

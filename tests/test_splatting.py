@@ -1,6 +1,8 @@
 """Gaussian rasterizer: the tiled fast path against the dense reference, its hand-written
 VJP against finite differences, and the projection against a hand-worked case."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,9 +59,26 @@ def test_gradients_equal_dense_reference():
         assert float(jnp.max(jnp.abs(fast - ref))) < 1e-4 * float(jnp.max(jnp.abs(ref))) + 1e-6
 
 
-def test_compositing_vjp_matches_finite_differences():
-    """Two tiles of 3 pixels, lists of 8 and 5 Gaussians in chunks of 2 (so the carried
-    transmittance and early termination both matter), float64."""
+def test_tile_groups_do_not_change_the_image_or_its_gradients():
+    """Compositing 1, 5 or all tiles together (each group stopping at its own longest
+    list) gives the same image and gradients."""
+    g, cam = random_gaussians(3), camera()
+    results = []
+    for group in (1, 5, 64):
+        config = dataclasses.replace(CONFIG, tile_group=group)
+        results.append(jax.jit(jax.value_and_grad(
+            lambda *a, c=config: weighted_sum(rasterize(*a, cam, BACKGROUND, c)), argnums=(0, 1, 3)))(*g))
+    for value, grads in results[1:]:
+        np.testing.assert_allclose(value, results[0][0], rtol=1e-6)
+        for a, b in zip(grads, results[0][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_compositing_vjp_matches_finite_differences(group):
+    """Two tiles of 3 pixels, lists of 5 and 8 Gaussians in chunks of 2 (so the carried
+    transmittance and early termination both matter; the longer list is composited
+    first, and with 3 tiles per group a padding tile joins them), float64."""
     with jax.enable_x64(True):
         k = jax.random.split(jax.random.PRNGKey(0), 4)
         pix = jax.random.uniform(k[0], (2, 3, 2), jnp.float64)
@@ -67,10 +86,10 @@ def test_compositing_vjp_matches_finite_differences():
         conic = jnp.broadcast_to(jnp.array([2.0, 0.1, 1.5]), (2, 8, 3))
         opac = jax.random.uniform(k[2], (2, 8), jnp.float64, minval=0.3, maxval=0.9)
         feat = jax.random.uniform(k[3], (2, 8, 2), jnp.float64)
-        valid = jnp.arange(8)[None, :] < jnp.array([[8], [5]])
+        valid = jnp.arange(8)[None, :] < jnp.array([[5], [8]])
 
         def f(mean, conic, opac, feat, bg):
-            out, t = composite_tiles(2, pix, mean, conic, opac, feat, valid, bg)
+            out, t = composite_tiles(2, group, pix, mean, conic, opac, feat, valid, bg)
             return jnp.sum(out * jnp.array([1.0, -2.0])) + 3.0 * jnp.sum(t)
 
         check_grads(f, (mean, conic, opac, feat, jnp.array([0.1, 0.5])), order=1, modes=["rev"], eps=1e-6)
