@@ -36,8 +36,9 @@ class DensifyConfig:
 
     start: int = 100
     """First step that densifies (3DGS: 500)."""
-    stop: int = 1500
-    """No densification from this step on (3DGS: 15000)."""
+    stop: float = 0.5
+    """No densification after this fraction of the run's steps (3DGS: 15000 of 30000);
+    the Gaussians settle in the rest."""
     every: int = 100
     """Steps between densifications (3DGS: 100)."""
     grad_threshold: float = 2e-4
@@ -84,19 +85,21 @@ def reindex(tree, n: int, source: np.ndarray, fresh: np.ndarray):
 
 @dataclasses.dataclass(frozen=True)
 class DensifyStrategy:
-    """The strategy: ``init(n) -> state``; ``update(params, opt_state, state, step, info)
+    """The strategy for a run of ``steps`` steps: ``init(n) -> state``; ``update(params, opt_state, state, step, info)
     -> (params, opt_state, state)`` with ``info = {"alive", "extent", "max_capacity",
     "key"}`` and optionally ``"outside" [N]`` (Gaussians to prune regardless);
     ``update`` returns ``info["alive"]`` updated in place of the caller's."""
 
     config: DensifyConfig = DensifyConfig()
+    steps: int = 0
+    """The run's length (``stop`` is a fraction of it)."""
 
     def init(self, n: int) -> DensifyState:
         return DensifyState(jnp.zeros(n), jnp.zeros(n, jnp.int32))
 
     def due(self, step: int) -> bool:
         c = self.config
-        return c.start <= step < c.stop and step % c.every == 0
+        return c.start <= step < c.stop * self.steps and step % c.every == 0
 
     def update(self, params, opt_state, state: DensifyState, step: int, info: dict):
         c = self.config

@@ -131,3 +131,9 @@ def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
     sphere = lambda x: np.where(np.linalg.norm(x, axis=-1) < 0.5, 100.0, 0.0).astype(np.float32)  # noqa: E731
     points, _ = gs.density_points(0, sphere, lambda x, d: np.zeros_like(x), bbox, 300, resolution=32)
     assert np.linalg.norm(points, axis=-1).max() < 0.5 + 2.0 / 31 * np.sqrt(3)
+
+
+def test_densification_stops_at_a_fraction_of_the_run():
+    strategy = DensifyStrategy(DensifyConfig(start=100, every=100, stop=0.5), steps=1000)
+    assert [s for s in range(1, 1001) if strategy.due(s)] == [100, 200, 300, 400]
+    assert not any(DensifyStrategy(DensifyConfig(stop=0.0), steps=1000).due(s) for s in range(1, 1001))
