@@ -3,6 +3,10 @@ kernels) on the same Gaussians and camera, forward and forward+backward, in one 
 
     python benchmarks/splatting.py [--sizes 10000 50000 200000] [--repeats 3]
 
+The rasterizer settings default to those ``--method splat`` trains with (8 x 8 tiles of
+up to 1024 Gaussians); ``list overflow`` above 0 means entries were dropped, so the
+image differs from splax's and the time is not comparable.
+
 splax is optional and not a dependency (``pip install splax``; on a CPU-only machine
 then ``pip uninstall jax-cuda12-plugin jax-cuda12-pjrt``, which it pulls in); without it
 only sparsefield's timings are printed. sparsefield runs on all cores through XLA, splax's
@@ -122,8 +126,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--resolution", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile-size", type=int, default=8)
+    parser.add_argument("--tile-capacity", type=int, default=1024)
+    parser.add_argument("--pairs-per-gaussian", type=float, default=16.0)
+    parser.add_argument("--tile-group", type=int, default=16,
+                        help="tiles composited together (1 << 20: one group, every tile runs to the longest list)")
     args = parser.parse_args()
-    config = SplatRenderConfig()
+    config = SplatRenderConfig(tile_size=args.tile_size, tile_capacity=args.tile_capacity,
+                               pairs_per_gaussian=args.pairs_per_gaussian, tile_group=args.tile_group)
+    print(f"sparsefield {config}")
     print(f"{args.resolution}x{args.resolution}, median of {args.repeats}; ms (ratio sparsefield / splax)")
     for n in args.sizes:
         r = bench(n, args.resolution, args.repeats, config)
