@@ -257,8 +257,8 @@ def _slice(x, start, size):
 def _grouped(group, count, *arrays):
     """Tiles reordered by list length, longest first, and padded to whole groups of
     ``group`` tiles (at most all of them; padding tiles have empty lists): the group
-    size, ``order``, the padded counts, and the arrays' ``[T, ...]`` leading axes
-    gathered likewise."""
+    size, ``order``, the gather indices ``take`` (``order`` padded), the padded counts,
+    and the arrays' ``[T, ...]`` leading axes gathered likewise."""
     tiles = count.shape[0]
     group = min(group, tiles)
     padded = -(-tiles // group) * group
@@ -266,7 +266,7 @@ def _grouped(group, count, *arrays):
     take = jnp.concatenate([order, jnp.zeros(padded - tiles, order.dtype)])
     real = jnp.arange(padded) < tiles
     count = jnp.where(real, count[take], 0)
-    return group, order, count, tuple(x[take] for x in arrays)
+    return group, order, take, count, tuple(x[take] for x in arrays)
 
 
 def _ungroup(order, x, tiles):
@@ -307,7 +307,7 @@ def composite_tiles(chunk, group, pix, mean, conic, opac, feat, valid, backgroun
 def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background):
     tiles, pixels = pix.shape[:2]
     tri = jnp.triu(jnp.ones((chunk, chunk), pix.dtype))
-    group, order, count, (gpix, gmean, gconic, gopac, gfeat, gvalid) = _grouped(
+    group, order, take, count, (gpix, gmean, gconic, gopac, gfeat, gvalid) = _grouped(
         group, jnp.sum(valid, -1), pix, mean, conic, opac, feat, valid)
     nf = feat.shape[-1]
 
@@ -337,21 +337,20 @@ def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background
         jnp.zeros((padded, pixels, nf), pix.dtype), jnp.zeros((padded, pixels), pix.dtype)))
     t_final = jnp.exp(_ungroup(order, log_t, tiles))
     out = _ungroup(order, acc, tiles) + t_final[..., None] * background
-    return (out, t_final), (pix, mean, conic, opac, feat, valid, background, out, t_final)
+    grouped = (gpix, gmean, gconic, gopac, gfeat, gvalid)
+    return (out, t_final), (order, take, count, grouped, background, out, t_final)
 
 
 def _composite_bwd(chunk, group, res, cotangents):
     """Front to back again, group by group: ``dL/dalpha_i = T_i (g.f_i) - (g.R_i + g_T T_final)
     / (1 - alpha_i)`` with ``R_i = C - sum_{j<=i} w_j f_j`` (what lies behind ``i``,
     background included)."""
-    pix, mean, conic, opac, feat, valid, background, out, t_final = res
+    order, take, count, (gpix, gmean, gconic, gopac, gfeat, gvalid), background, out, t_final = res
     g_out, g_t = cotangents
-    tiles, pixels = pix.shape[:2]
-    tri = jnp.triu(jnp.ones((chunk, chunk), pix.dtype))
-    g_c = jnp.sum(g_out * out, -1)
-    g_tt = g_t * t_final
-    group, order, count, (gpix, gmean, gconic, gopac, gfeat, gvalid, gg_out, gg_c, gg_tt) = _grouped(
-        group, jnp.sum(valid, -1), pix, mean, conic, opac, feat, valid, g_out, g_c, g_tt)
+    tiles, pixels = out.shape[:2]
+    group = min(group, tiles)
+    tri = jnp.triu(jnp.ones((chunk, chunk), gpix.dtype))
+    gg_out, gg_c, gg_tt = (x[take] for x in (g_out, jnp.sum(g_out * out, -1), g_t * t_final))
 
     def one_group(b, grads):
         r = b * group
@@ -382,8 +381,8 @@ def _composite_bwd(chunk, group, res, cotangents):
             return k + 1, log_t_next, done, before, acc
 
         zeros = tuple(jnp.zeros_like(x) for x in (m_all, cn_all, op_all, ft_all))
-        init = (jnp.int32(0), jnp.zeros((group, pixels), pix.dtype), jnp.zeros((group, pixels), bool),
-                jnp.zeros((group, pixels), pix.dtype), zeros)
+        init = (jnp.int32(0), jnp.zeros((group, pixels), gpix.dtype), jnp.zeros((group, pixels), bool),
+                jnp.zeros((group, pixels), gpix.dtype), zeros)
         *_, acc = jax.lax.while_loop(lambda c: (c[0] < bound) & ~jnp.all(c[2]), body, init)
         return tuple(jax.lax.dynamic_update_slice_in_dim(g, a, r, 0) for g, a in zip(grads, acc))
 
