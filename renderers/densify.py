@@ -85,8 +85,8 @@ def reindex(tree, n: int, source: np.ndarray, fresh: np.ndarray):
 
 @dataclasses.dataclass(frozen=True)
 class DensifyStrategy:
-    """The strategy for a run of ``steps`` steps: ``init(n) -> state``; ``update(params, opt_state, state, step, info)
-    -> (params, opt_state, state)`` with ``info = {"alive", "extent", "max_capacity",
+    """The strategy for a run of ``steps`` steps: ``init(n) -> state``;
+    ``update(params, opt_state, state, step, info) -> (params, opt_state, state)`` with ``info = {"alive", "extent", "max_capacity",
     "key"}`` and optionally ``"outside" [N]`` (Gaussians to prune regardless);
     ``update`` returns ``info["alive"]`` updated in place of the caller's."""
 
