@@ -8,9 +8,10 @@ crop of one training view (3DGS renders whole views; a crop costs pixels, not
 Gaussians, so more steps fit the same time on a CPU), with the 3DGS loss
 ``(1 - lambda) L1 + lambda (1 - SSIM)``, plus RegNeRF's depth smoothness on a small
 render from an unseen pose every ``--splat.unseen-every`` steps when
-``reg.depth_smoothness`` is on (the same term and weight as the NeRF path). With masks,
-each densification also prunes Gaussians whose mean has left the training views' visual
-hull (``--splat.hull-cull``). The step logs
+``reg.depth_smoothness`` is on (the same term and weight as the NeRF path). Every
+``densify.every`` steps to the end, Gaussians are pruned whose mean has left the
+training masks' visual hull or that fewer than ``--splat.min-views`` views see
+(``--splat.hull-cull``). The step logs
 ``overflow``: tile-list entries the rasterizer dropped (`bin_tiles`); above 0, raise
 ``--splat.raster.tile-capacity``.
 """
@@ -70,8 +71,15 @@ class SplatConfig:
     24.10 dB in 488 s on every step, 24.09 dB in 382 s on every 4th, 24.02 dB in 311 s
     without it)."""
     hull_cull: bool = True
-    """At each densification, prune Gaussians whose mean left the visual hull of the
-    training masks (floaters; GaussianObject). Needs masks; ignored without."""
+    """Every ``densify.every`` steps to the end of the run, prune Gaussians whose mean
+    lies outside the visual hull of the training masks (GaussianObject) or inside the
+    frustum of fewer than ``min_views`` training views (without masks, only the latter)."""
+    min_views: int = 3
+    """Seed and keep Gaussians only where at least this many training views (capped at
+    their number) see them: one view does not fix a Gaussian's depth, and such Gaussians
+    float in front of novel views. Demo scene, 8 views, 800 steps: pruning the 341 of
+    21,423 Gaussians seen by fewer than 3 views after training took test PSNR from 24.02
+    to 26.01 dB."""
 
 
 CONFIG_CLASSES = (SplatConfig, GaussianConfig, SplatRenderConfig, DensifyConfig)
@@ -128,13 +136,16 @@ def seed_points(config, scene, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         print(f"init: {len(points):,} points from the density of {config.init_from}")
     elif g.init == "hull" and scene.masks is not None:
         points, colors = gs.visual_hull_points(config.seed, scene.cameras[ids], scene.masks[ids],
-                                               scene.images[ids], bbox, g.init_points)
+                                               scene.images[ids], bbox, g.init_points,
+                                               min_views=config.splat.min_views)
         print(f"init: {len(points):,} points inside the visual hull of {len(ids)} masks")
     else:
         rng = np.random.default_rng(config.seed)
         points = rng.uniform(bbox[0], bbox[1], (g.init_points, 3))
-        colors = np.full((g.init_points, 3), 0.5)
-        print(f"init: {len(points):,} points uniform in the box")
+        seen, _ = gs.hull_test(points, scene.cameras[ids], min_views=config.splat.min_views)
+        points = points[seen] if seen.any() else points
+        colors = np.full((len(points), 3), 0.5)
+        print(f"init: {len(points):,} points uniform in the box, seen by {config.splat.min_views} views")
     points, colors = gs.remove_outliers(points, colors, g.outlier_neighbours, g.outlier_std)
     return points.astype(np.float32), colors
 
@@ -261,25 +272,37 @@ def make_train_step(config, data: RayData, bbox):
 # ---- the loop ----------------------------------------------------------------------------
 
 
+def outside_hull(state: SplatState, hull, min_views: int) -> np.ndarray:
+    """``[N]``: Gaussians whose mean is outside ``hull = (cameras, masks or None)``
+    (`sparsefield.fields.gaussians.hull_test`)."""
+    return ~gs.hull_test(np.asarray(state.params["means"]), *hull, min_views=min_views)[0]
+
+
 def densify_step(strategy: DensifyStrategy, state: SplatState, step: int, extent: float, config,
                  hull=None) -> SplatState:
     """One densification outside jit (may double the capacity; the step then retraces).
     ``hull = (cameras, masks)`` of the training views prunes Gaussians outside their
-    visual hull (`sparsefield.fields.gaussians.hull_test`)."""
+    visual hull (`outside_hull`)."""
     info = {"alive": state.alive, "extent": extent, "max_capacity": config.splat.gaussians.max_capacity,
             "key": config.seed * 100003 + step}
     if hull is not None:
-        info["outside"] = ~gs.hull_test(np.asarray(state.params["means"]), *hull)[0]
+        info["outside"] = outside_hull(state, hull, config.splat.min_views)
     params, opt_state, dstate = strategy.update(state.params, state.opt_state, state.densify, step, info)
     return SplatState(state.step, params, opt_state, info["alive"], dstate)
 
 
+def cull_step(state: SplatState, hull, min_views: int) -> SplatState:
+    """Prune (mark dead) the Gaussians outside ``hull`` between and after densifications."""
+    alive = np.asarray(state.alive) & ~outside_hull(state, hull, min_views)
+    return dataclasses.replace(state, alive=jnp.asarray(alive))
+
+
 def hull_of(config, scene, ids: np.ndarray):
-    """``(cameras, masks)`` of the training views when hull culling is on and the scene
-    has masks, else None."""
-    if not config.splat.hull_cull or scene.masks is None:
+    """``(cameras, masks)`` of the training views (masks None when the scene has none)
+    when hull culling is on, else None."""
+    if not config.splat.hull_cull:
         return None
-    return scene.cameras[ids], np.asarray(scene.masks[ids])
+    return scene.cameras[ids], (None if scene.masks is None else np.asarray(scene.masks[ids]))
 
 
 def save(run: Path, state: SplatState, history: dict, seconds: float) -> None:
@@ -322,6 +345,8 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
             done = step + 1
             if strategy.due(done):
                 state = densify_step(strategy, state, done, extent, config, hull)
+            elif hull is not None and (done % config.splat.densify.every == 0 or done == config.steps):
+                state = cull_step(state, hull, config.splat.min_views)
             if done % 10 == 0 or done == config.steps:
                 m = {k: float(v) for k, v in jax.device_get(m).items()}
                 now = time.perf_counter()

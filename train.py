@@ -318,12 +318,17 @@ def train(config: RunConfig) -> Path:
 
 
 def carve_grid(config: RunConfig, scene: SceneData, ids: np.ndarray, state: TrainState) -> TrainState:
-    """Visual-hull carving of the occupancy grid from the training views' alpha masks."""
+    """Carving of the occupancy grid: the visual hull of the training views' alpha masks
+    (``carve_with_masks``), and cells that fewer than ``min_views`` views see."""
     occ = config.occupancy
-    if state.grid is None or not occ.carve_with_masks or scene.masks is None or config.render.space is not None:
+    if state.grid is None or config.render.space is not None:
         return state  # (carving projects world points: not the grid of a parameter space)
-    grid = carve_visual_hull(state.grid, scene.cameras[ids], scene.masks[ids], scene.bbox)
-    print(f"visual hull: {float(np.mean(np.asarray(grid.allowed))):.1%} of the grid may hold the scene")
+    masks = scene.masks[ids] if occ.carve_with_masks and scene.masks is not None else None
+    if masks is None and occ.min_views <= 0:
+        return state
+    grid = carve_visual_hull(state.grid, scene.cameras[ids], masks, scene.bbox, min_seen=occ.min_views)
+    what = "visual hull" if masks is not None else f"seen by {occ.min_views} views"
+    print(f"{what}: {float(np.mean(np.asarray(grid.allowed))):.1%} of the grid may hold the scene")
     return dataclasses.replace(state, grid=grid)
 
 

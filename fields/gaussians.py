@@ -128,9 +128,14 @@ def project_points(points: np.ndarray, cameras, k: int) -> tuple[np.ndarray, np.
     return u, v, depth
 
 
-def hull_test(points: np.ndarray, cameras, masks: np.ndarray, images: np.ndarray | None = None):
+def hull_test(points: np.ndarray, cameras, masks: np.ndarray | None = None, images: np.ndarray | None = None,
+              min_views: int = 1):
     """Which ``points [M, 3]`` lie inside the visual hull of ``masks [C, H, W]``: every
-    view that sees a point has mask >= 0.5 at its pixel, and at least one view sees it.
+    view that sees a point has mask >= 0.5 at its pixel, and at least ``min_views``
+    views (capped at C) see it. Without masks only the view count is tested.
+
+    A point inside one view's frustum only has no depth constraint from the other views:
+    Gaussians there are free to float in front of novel views.
 
     Returns:
         ``inside [M]``, and with ``images [C, H, W, 3]`` also each point's mean colour
@@ -139,29 +144,31 @@ def hull_test(points: np.ndarray, cameras, masks: np.ndarray, images: np.ndarray
     inside = np.ones(len(points), bool)
     seen = np.zeros(len(points), int)
     rgb = np.zeros((len(points), 3)) if images is not None else None
-    h, w = masks.shape[1:]
-    for k in range(len(masks)):
+    num = len(cameras)
+    h, w = (masks.shape[1:] if masks is not None else (cameras.height, cameras.width))
+    for k in range(num):
         u, v, depth = project_points(points, cameras, k)
         on = (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         ui, vi = np.clip(u.astype(int), 0, w - 1), np.clip(v.astype(int), 0, h - 1)
-        inside &= ~on | (masks[k, vi, ui] >= 0.5)
+        if masks is not None:
+            inside &= ~on | (masks[k, vi, ui] >= 0.5)
         seen += on
         if images is not None:
             rgb += np.where(on[:, None], images[k, vi, ui], 0.0)
-    inside &= seen > 0
+    inside &= seen >= max(1, min(min_views, num))
     return inside, (None if rgb is None else rgb / np.maximum(seen, 1)[:, None])
 
 
 def visual_hull_points(key: int, cameras, masks: np.ndarray, images: np.ndarray, bbox: np.ndarray,
-                       n: int, tries: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random points inside the visual hull of ``masks [C, H, W]`` (`hull_test`)
-    and their mean colour over the views (GaussianObject's initialisation); candidates
-    are drawn uniformly in ``bbox`` in rounds."""
+                       n: int, tries: int = 64, min_views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random points inside the visual hull of ``masks [C, H, W]`` (`hull_test`,
+    seen by ``min_views`` views) and their mean colour over the views (GaussianObject's
+    initialisation); candidates are drawn uniformly in ``bbox`` in rounds."""
     rng = np.random.default_rng(key)
     kept, colors = [], []
     for _ in range(tries):
         cand = rng.uniform(bbox[0], bbox[1], size=(max(4 * n, 2**16), 3))
-        ok, rgb = hull_test(cand, cameras, masks, images)
+        ok, rgb = hull_test(cand, cameras, masks, images, min_views)
         kept.append(cand[ok])
         colors.append(rgb[ok])
         if sum(len(p) for p in kept) >= n:

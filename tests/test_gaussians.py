@@ -128,6 +128,13 @@ def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
     np.testing.assert_allclose(colors, 1.0)
     inside, _ = gs.hull_test(np.array([[0.0, 0, 0], [0.3, 0, 0.1], [0.95, 0.95, 0], [0, 0, 0.9]]), cams, np.stack(masks))
     assert inside.tolist() == [True, True, False, False]
+    # Of the cameras at +x and +y, a point near the first is in its frustum only: kept at
+    # min_views 1, pruned at 2, with or without masks (without, only the count is tested).
+    two, near = cams[:2], np.array([[2.0, 0.3, 0.5], [0.0, 0.0, 0.0]])
+    assert gs.hull_test(near, two, None)[0].tolist() == [True, True]
+    assert gs.hull_test(near, two, None, min_views=2)[0].tolist() == [False, True]
+    assert gs.hull_test(near, two, np.ones((2, 32, 32)), min_views=2)[0].tolist() == [False, True]
+    assert gs.hull_test(near, two, None, min_views=99)[0].tolist() == [False, True]  # capped at 2 views
     sphere = lambda x: np.where(np.linalg.norm(x, axis=-1) < 0.5, 100.0, 0.0).astype(np.float32)  # noqa: E731
     points, _ = gs.density_points(0, sphere, lambda x, d: np.zeros_like(x), bbox, 300, resolution=32)
     assert np.linalg.norm(points, axis=-1).max() < 0.5 + 2.0 / 31 * np.sqrt(3)

@@ -222,3 +222,22 @@ def test_visual_hull_carving_keeps_the_object_and_removes_background():
     assert allowed[r < 0.55].all()  # every cell touching the ball survives
     assert allowed.mean() < 0.35 and not allowed[r > 1.2].any()
     assert not np.asarray(grid.occupied)[~allowed].any()
+
+
+def test_carving_by_view_count_needs_no_masks():
+    """Cells that fewer than ``min_seen`` cameras see are forbidden (the same count as the
+    Gaussians' `hull_test`); the centre, seen by all six, survives every count."""
+    from sparsefield.cameras import orbit_poses
+    from sparsefield.fields.gaussians import hull_test
+    from sparsefield.renderers.occupancy_grid import carve_visual_hull
+
+    cams = make_cameras(orbit_poses([0, 0, 0], 3.0, 20.0, 6), fov_x=0.6, width=40, height=40)
+    config = OccupancyGridConfig(resolution=16)
+    centres = ((np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1).reshape(-1, 3)
+    kept = []
+    for k in (1, 3, 6):
+        allowed = np.asarray(carve_visual_hull(init_occupancy(config), cams, None, np.asarray(BOX), min_seen=k).allowed)
+        np.testing.assert_array_equal(allowed.reshape(-1), hull_test(centres, cams, None, min_views=k)[0])
+        assert allowed.reshape(-1)[np.linalg.norm(centres, axis=-1) < 0.3].all()
+        kept.append(allowed.mean())
+    assert kept[0] > kept[1] > kept[2] > 0
