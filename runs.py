@@ -11,9 +11,13 @@ need `build` and the checkpoint reader too, and nothing may import ``train.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import re
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -170,6 +174,78 @@ CONFIG_CLASSES = {
 }
 """Every config class a saved run may name (the JSON codec's registry)."""
 CONFIG_CLASSES.update({cls.__name__: cls for cls in SPLAT_CONFIG_CLASSES})
+
+
+# ---- component flags on the command line -------------------------------------------------
+
+
+def _strip_annotated(tp):
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+
+
+def _choice_name(member) -> tuple[type | None, str]:
+    """``(class or None, subcommand name)`` of one member of a component union."""
+    for meta in getattr(member, "__metadata__", ()):
+        if getattr(meta, "name", None):
+            return _strip_annotated(member) if _strip_annotated(member) is not type(None) else None, meta.name
+    cls = _strip_annotated(member)
+    if cls is type(None):
+        return None, "none"
+    return cls, re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", cls.__name__).lower()
+
+
+def component_paths(cls: type = RunConfig, prefix: str = "") -> dict[str, list[tuple[type | None, str]]]:
+    """Every choice between components in ``cls`` (``"reg.entropy" -> [(RayEntropy,
+    "ray-entropy"), (None, "none")]``), in the order of the fields: the tokens
+    ``path:name`` of ``sparsefield train``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        tp, path = _strip_annotated(hints[f.name]), prefix + f.name.replace("_", "-")
+        members = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else ()
+        if any(dataclasses.is_dataclass(_strip_annotated(m)) for m in members):
+            out[path] = [_choice_name(m) for m in members]
+        elif dataclasses.is_dataclass(tp):
+            out |= component_paths(tp, path + ".")
+    return out
+
+
+def component_args(args: list[str], default: RunConfig) -> list[str]:
+    """Put ``sparsefield train`` arguments in the order tyro needs, so users need not:
+    plain flags first, then each component token (``occupancy:grid``) followed by its
+    own flags (``--occupancy.min-views 3``). A component's flags without its token get
+    the token of the component ``default`` has there; where that is None (the
+    component is off) they are an error that names the token to turn it on."""
+    paths = component_paths()
+    owner = lambda flag: max((p for p in paths if flag.startswith(f"--{p}.")), key=len, default=None)  # noqa: E731
+    tokens = {f"{p}:{name}": p for p, choices in paths.items() for _, name in choices}
+    plain, chosen, flags, help_ = [], {}, {p: [] for p in paths}, []
+    current = plain
+    for arg in args:
+        if arg in ("-h", "--help"):
+            help_.append(arg)
+        elif arg in tokens:
+            chosen[tokens[arg]] = arg
+            current = flags[tokens[arg]]
+        elif arg.startswith("--"):
+            path = owner(arg.split("=", 1)[0])
+            current = plain if path is None else flags[path]
+            current.append(arg)
+        else:
+            current.append(arg)
+    out = list(plain)
+    for path, choices in paths.items():
+        if path not in chosen and not flags[path]:
+            continue
+        if path not in chosen:
+            value = functools.reduce(getattr, path.replace("-", "_").split("."), default)
+            name = next(n for c, n in choices if (value is None and c is None) or (c is not None and type(value) is c))
+            if value is None:
+                on = " or ".join(f"{path}:{n}" for c, n in choices if c is not None)
+                raise UsageError(f"{flags[path][0]}: {path} is off here; turn it on with {on}")
+            chosen[path] = f"{path}:{name}"
+        out += [chosen[path], *flags[path]]
+    return out + help_
 
 
 @jax.tree_util.register_dataclass

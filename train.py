@@ -417,6 +417,7 @@ def parse_train_args(args: list[str]) -> RunConfig:
         i = args.index("--view-ids") + 1
         if i < len(args) and "," in args[i]:
             args = args[:i] + [v for v in args[i].split(",") if v] + args[i + 1 :]
+    args = runs.component_args(args, runs.PRESETS[preset])
     return tyro.cli(RunConfig, default=runs.PRESETS[preset], args=args, prog="sparsefield train")
 
 

@@ -2,6 +2,7 @@
 steps, check that PSNR rises, and that render / eval / export read the run back; bad
 input exits with code 2, one line naming the file, and writes nothing."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -219,3 +220,24 @@ def test_masked_scores_ignore_everything_outside_the_object():
     white = np.ones_like(gt)
     full = evaluate.score_frame(np.where(inside, clean, white), np.where(inside, gt, white), None)
     np.testing.assert_allclose(a["ssim"], full["ssim"], rtol=1e-5)  # SSIM on white-composited images
+
+
+def test_component_flags_work_in_any_order_and_without_their_token():
+    from sparsefield import runs
+    from sparsefield.train import parse_train_args
+
+    # Every token of every component choice parses to that choice.
+    for path, choices in runs.component_paths().items():
+        for cls, name in choices:
+            config = parse_train_args([f"{path}:{name}"])
+            value = functools.reduce(getattr, path.replace("-", "_").split("."), config)
+            assert (value is None) if cls is None else isinstance(value, cls), (path, name)
+    # Plain flags after a component's flags; a component's flags without its token.
+    config = parse_train_args(["occupancy:grid", "--occupancy.min-views", "2", "--steps", "5",
+                               "--field.encoding.log2-table-size", "15", "--view-ids", "1", "2"])
+    assert (config.occupancy.min_views, config.steps, config.field.encoding.log2_table_size) == (2, 5, 15)
+    assert config.view_ids == (1, 2)
+    assert parse_train_args(["--preset", "fewshot", "--reg.occlusion.weight", "0.5"]).reg.occlusion.weight == 0.5
+    # A flag of a component that is off names the token that turns it on.
+    with pytest.raises(runs.UsageError, match="reg.entropy:ray-entropy"):
+        parse_train_args(["--reg.entropy.weight", "0.1"])
