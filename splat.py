@@ -8,7 +8,8 @@ crop of one training view (3DGS renders whole views; a crop costs pixels, not
 Gaussians, so more steps fit the same time on a CPU), with the 3DGS loss
 ``(1 - lambda) L1 + lambda (1 - SSIM)``, plus RegNeRF's depth smoothness on a small
 render from an unseen pose every ``--splat.unseen-every`` steps when
-``reg.depth_smoothness`` is on (the same term and weight as the NeRF path). Every
+``reg.depth_smoothness`` is on, and the mask loss on the crop's opacity when
+``reg.mask`` is on (the same terms and weights as the NeRF path). Every
 ``densify.every`` steps to the end, Gaussians are pruned whose mean has left the
 training masks' visual hull or that fewer than ``--splat.min-views`` views see
 (``--splat.hull-cull``). The step logs
@@ -35,7 +36,7 @@ from sparsefield.datasets.batches import RayData, look_at_jnp, make_ray_data
 from sparsefield.fields import gaussians as gs
 from sparsefield.fields.gaussians import GaussianConfig
 from sparsefield.renderers.densify import DensifyConfig, DensifyState, DensifyStrategy, accumulate
-from sparsefield.renderers.regularizers import depth_smoothness
+from sparsefield.renderers.regularizers import binary_cross_entropy, depth_smoothness
 from sparsefield.renderers.splatting import SplatRenderConfig, rasterize
 
 
@@ -161,7 +162,8 @@ def init_state(config, scene, ids: np.ndarray) -> SplatState:
 
 def crop_view(data: RayData, key, size: int, random_background: bool):
     """One random ``size x size`` crop of a random training view: its camera (principal
-    point shifted), target colours and background (random per crop with masks)."""
+    point shifted), target colours, background (random per crop with masks) and alpha
+    (None without masks)."""
     k_view, k_x, k_y, k_bg = jax.random.split(key, 4)
     num, height, width = data.images.shape[:3]
     size_x, size_y = (min(size, width), min(size, height)) if size else (width, height)
@@ -172,13 +174,13 @@ def crop_view(data: RayData, key, size: int, random_background: bool):
     cam = Cameras(cams.c2w[v], cams.fx[v], cams.fy[v], cams.cx[v] - x0, cams.cy[v] - y0,
                   width=size_x, height=size_y)
     rgb = jax.lax.dynamic_slice(data.images[v], (y0, x0, 0), (size_y, size_x, 3))
-    if random_background and data.has_alpha:
-        alpha = jax.lax.dynamic_slice(data.alphas[v], (y0, x0), (size_y, size_x))
+    alpha = jax.lax.dynamic_slice(data.alphas[v], (y0, x0), (size_y, size_x)) if data.has_alpha else None
+    if random_background and alpha is not None:
         bg = jax.random.uniform(k_bg, (3,))
         rgb = rgb + (1.0 - alpha)[..., None] * (bg - data.background)
     else:
         bg = data.background
-    return cam, rgb, bg
+    return cam, rgb, bg, alpha
 
 
 def unseen_camera(data: RayData, key, center, scale: float, patches) -> Cameras:
@@ -226,7 +228,7 @@ def make_train_step(config, data: RayData, bbox):
     box = jnp.asarray(bbox, jnp.float32)
     center, diagonal = box.mean(0), float(jnp.linalg.norm(box[1] - box[0]))
     extent = scene_extent(bbox)
-    smooth = config.reg.depth_smoothness
+    smooth, mask = config.reg.depth_smoothness, config.reg.mask
     optimizer = make_optimizer()
 
     def render(params, alive, cam, bg, step, offset=None):
@@ -234,11 +236,13 @@ def make_train_step(config, data: RayData, bbox):
         return rasterize(*gs.activated(params), colors, cam, bg, sc.raster, alive, offset)
 
     def loss_fn(params, offset, alive, key, step):
-        cam, target, bg = crop_view(data, key, sc.crop, config.random_background)
+        cam, target, bg, alpha = crop_view(data, key, sc.crop, config.random_background)
         out = render(params, alive, cam, bg, step, offset)
         l1 = jnp.mean(jnp.abs(out["rgb"] - target))
         d_ssim = 1.0 - ssim_for_training(out["rgb"], target)
         losses = {"rgb": (1.0 - sc.ssim_weight) * l1 + sc.ssim_weight * d_ssim}
+        if mask is not None and alpha is not None:
+            losses["mask"] = mask.weight_at(step) * jnp.mean(binary_cross_entropy(out["opacity"], alpha))
         if smooth is not None:
             def unseen_term(params):
                 ucam = unseen_camera(data, jax.random.fold_in(key, 1), center, sc.unseen_scale, smooth.patches)

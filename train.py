@@ -230,6 +230,18 @@ def resolve_space(config: RunConfig, scene: SceneData) -> RunConfig:
     return dataclasses.replace(config, render=dataclasses.replace(config.render, space=space))
 
 
+def resolve_masks(config: RunConfig, scene: SceneData) -> RunConfig:
+    """The mask loss needs alpha masks: without them it is an error, or turned off where
+    it asks for that (``if_masks``, the ``fewshot`` preset)."""
+    if config.reg.mask is None or scene.masks is not None:
+        return config
+    where = config.data or scene.root
+    if not config.reg.mask.if_masks:
+        raise runs.UsageError(f"{where}: the mask loss (reg.mask) needs alpha masks; this dataset has none")
+    print(f"{where}: no alpha masks; the mask loss (reg.mask) is off")
+    return dataclasses.replace(config, reg=dataclasses.replace(config.reg, mask=None))
+
+
 def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray, np.ndarray]:
     """Load the scene and choose the training views (raises DatasetError on bad input).
 
@@ -242,8 +254,6 @@ def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray, np.ndarray]:
 
         config = dataclasses.replace(config, data=demo_scene_path())
     scene = load_scene(config.data, scale=config.scale)
-    if config.reg.mask is not None and scene.masks is None:
-        raise runs.UsageError(f"{config.data}: the mask loss (reg.mask) needs alpha masks; this dataset has none")
     if config.protocol is not None:
         train_ids, _ = apply_protocol(config.protocol, scene)
         return scene, train_ids, train_ids
@@ -282,7 +292,7 @@ def train(config: RunConfig) -> Path:
         config = dataclasses.replace(saved, steps=config.steps, dist=config.dist)
     config = resolve_protocol(config)
     scene, train_ids, logged = prepare(config)
-    config = resolve_space(config, scene)
+    config = resolve_masks(resolve_space(config, scene), scene)
     data_dir = config.data or scene.root
     config = dataclasses.replace(config, data=Path(data_dir))
     where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"

@@ -268,6 +268,9 @@ class MaskLoss:
 
     weight: float = 1e-2
     """Loss weight lambda_mask."""
+    if_masks: bool = False
+    """On data without alpha masks, turn the term off (with a note) instead of stopping
+    with an error (the ``fewshot`` preset's setting)."""
 
     def weight_at(self, step) -> float:
         return self.weight

@@ -146,14 +146,15 @@ def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path):
     cli("train", "--preset", "fewshot", "--data", scene, "--views", 3, "--steps", 20, "--out", out, *FEWSHOT)
     history = json.loads((out / "history.json").read_text())["train"]
     assert history[-1]["step"] == 20 and history[-1]["psnr"] > history[0]["psnr"]
-    terms = ("loss_occlusion", "loss_distortion", "loss_depth_smoothness")
+    terms = ("loss_occlusion", "loss_distortion", "loss_mask", "loss_depth_smoothness")
     assert all(np.isfinite(h[k]) and h[k] >= 0.0 for h in history for k in terms)
     assert any(h["loss_depth_smoothness"] > 0.0 for h in history)  # patches were rendered
     saved = json.loads((out / "config.json").read_text())
     config = saved["config"]
     assert config["render"]["anneal"]["__class__"] == "SampleAnnealing"
     assert config["field"]["coarse_to_fine"]["__class__"] == "CoarseToFine"
-    assert config["reg"]["depth_smoothness"]["patches"]["num_patches"] == 4
+    assert config["reg"]["depth_smoothness"]["patches"]["num_patches"] == 4  # a term added by flag
+    assert config["reg"]["mask"]["weight"] == 0.1 and config["occupancy"]["min_views"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"]) and len(metrics["train_view_ids"]) == 3
     assert metrics["protocol"] is None and metrics["masked"] is False
@@ -241,3 +242,20 @@ def test_component_flags_work_in_any_order_and_without_their_token():
     # A flag of a component that is off names the token that turns it on.
     with pytest.raises(runs.UsageError, match="reg.entropy:ray-entropy"):
         parse_train_args(["--reg.entropy.weight", "0.1"])
+
+
+def test_mask_loss_that_asks_for_masks_turns_off_without_them():
+    import dataclasses
+
+    from sparsefield import train
+    from sparsefield.renderers.regularizers import MaskLoss
+    from sparsefield.runs import PRESETS, UsageError
+
+    scene = tiny_scene_data(4, object_masks=False)  # no alpha masks
+    base = PRESETS["default"]
+    optional = dataclasses.replace(base, reg=dataclasses.replace(base.reg, mask=MaskLoss(if_masks=True)))
+    assert train.resolve_masks(optional, scene).reg.mask is None
+    assert train.resolve_masks(optional, dataclasses.replace(scene, masks=np.ones((4, 3, 4)))).reg.mask is not None
+    required = dataclasses.replace(base, reg=dataclasses.replace(base.reg, mask=MaskLoss()), data=Path("scan"))
+    with pytest.raises(UsageError, match="needs alpha masks"):
+        train.resolve_masks(required, scene)

@@ -97,12 +97,13 @@ def test_densify_prunes_gaussians_marked_outside_and_never_grows_them():
 
 def test_splat_method_trains_renders_and_exports(scene, tmp_path):
     run = tmp_path / "splat"
-    cli("train", "--method", "splat", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
+    cli("train", "--method", "splat", "--preset", "fewshot", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
         "--eval-every", 1000, "--checkpoint-every", 1000, "--splat.crop", 0,
         "--splat.gaussians.init-points", 1024, "--splat.raster.tile-capacity", 64,
         "--splat.densify.start", 20, "--splat.densify.every", 20)
     history = json.loads((run / "history.json").read_text())["train"]
     assert history[-1]["psnr"] > history[0]["psnr"] + 2.0
+    assert all(np.isfinite(h["loss_mask"]) and h["loss_mask"] > 0.0 for h in history)  # the preset's mask loss
     assert json.loads((run / "metrics.json").read_text())["psnr"] > 12.0
     evaluate.run_command("export", ["--run", str(run), "--out", str(tmp_path / "scene.splat.ply")])
     assert len(gs.read_ply(tmp_path / "scene.splat.ply")["means"]) > 500
