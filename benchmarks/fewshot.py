@@ -2,14 +2,14 @@
 regularizer, with each regularizer alone, and with the ``fewshot`` preset; prints
 PSNR / SSIM / LPIPS on the 25 test views and the training time of each run.
 
-    python benchmarks/fewshot.py                          # everything: 2 x 14 runs
+    python benchmarks/fewshot.py                          # everything: 2 x 17 runs
     python benchmarks/fewshot.py --views 8 --only none,fewshot --steps 300
     python benchmarks/fewshot.py --views 8 --only fewshot,splat   # NeRF against 3D Gaussians
 
 ``none`` is the unregularized hash grid: the default preset with visual-hull carving
 off (carving is one of the priors measured here, ``hull``). Each other row adds one
 prior to it; ``fewshot`` is `sparsefield.runs.PRESETS["fewshot"]`; ``splat`` and
-``splat-fewshot`` train 3D Gaussians instead (``--method splat``). All runs use the
+``splat-*`` train 3D Gaussians instead (``--method splat``). All runs use the
 same seed and the same views. Runs are written to ``--out/<name>-<views>v`` (replaced
 if present) and the table to ``--out/results.json``. Total variation is left out: it
 regularises dense voxel grids, not the hash grid compared here.
@@ -59,15 +59,21 @@ def configs(steps: int | None) -> dict:
         "depth": with_reg(depth_smoothness=reg.DepthSmoothness()),
         "anneal": dataclasses.replace(none, render=dataclasses.replace(none.render, anneal=SampleAnnealing())),
         "hull": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, carve_with_masks=True)),
+        # occupancy cells seen by fewer than 3 training views stay empty (no masks needed)
+        "min-views": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, min_views=3)),
         "fewshot": PRESETS["fewshot"],
         # The preset without FreeNeRF's coarse-to-fine mask (does the mask pay at 3 views?)
         "fewshot-noc2f": dataclasses.replace(
             PRESETS["fewshot"], field=dataclasses.replace(PRESETS["fewshot"].field, coarse_to_fine=None)),
         # 3D Gaussians on the same views (`sparsefield.splat`): seeded in the visual hull,
         # 160 px crops; 700 steps take about the NeRF preset's 1000 here. The fewshot
-        # variant adds depth smoothness on unseen views.
+        # variant adds the preset's mask loss, the depth variant depth smoothness on
+        # unseen views.
         "splat": dataclasses.replace(default, method="splat", steps=700),
         "splat-fewshot": dataclasses.replace(PRESETS["fewshot"], method="splat", steps=700),
+        "splat-depth": dataclasses.replace(
+            default, method="splat", steps=700,
+            reg=dataclasses.replace(default.reg, depth_smoothness=reg.DepthSmoothness())),
     }
     if steps is not None:
         table = {k: dataclasses.replace(c, steps=steps) for k, c in table.items()}
@@ -104,7 +110,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, nargs="+", default=[3, 8], help="view counts to run")
     parser.add_argument("--only", type=str, default=None,
                         help="comma-separated config names (none, frequency, occlusion, distortion, entropy, "
-                             "opacity, mask, depth, anneal, hull, fewshot, fewshot-noc2f, splat, splat-fewshot)")
+                             "opacity, mask, depth, anneal, hull, min-views, fewshot, fewshot-noc2f, splat, splat-fewshot, splat-depth)")
     parser.add_argument("--data", type=Path, default=None, help="dataset (default: the synthetic demo scene)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fewshot"), help="folder for the runs")
     args = parser.parse_args()
