@@ -229,6 +229,8 @@ def component_args(args: list[str], default: RunConfig) -> list[str]:
         elif arg in tokens:
             chosen[tokens[arg]] = arg
             current = flags[tokens[arg]]
+        elif arg.startswith("--") and arg[2:] in tokens:
+            raise UsageError(f"{arg}: a component token takes no dashes; write {arg[2:]}")
         elif arg.startswith("--"):
             path = owner(arg.split("=", 1)[0])
             current = plain if path is None else flags[path]

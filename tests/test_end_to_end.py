@@ -242,6 +242,8 @@ def test_component_flags_work_in_any_order_and_without_their_token():
     # A flag of a component that is off names the token that turns it on.
     with pytest.raises(runs.UsageError, match="reg.entropy:ray-entropy"):
         parse_train_args(["--reg.entropy.weight", "0.1"])
+    with pytest.raises(runs.UsageError, match="takes no dashes; write render.space:ndc"):
+        parse_train_args(["--render.space:ndc"])
 
 
 def test_mask_loss_that_asks_for_masks_turns_off_without_them():
