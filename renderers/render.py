@@ -40,8 +40,10 @@ from sparsefield.renderers.volume import composite_packed
 class RenderConfig:
     """Ray marching settings."""
 
-    num_samples: int = 128
-    """Samples per ray S, spread evenly over the ray's segment inside the scene box."""
+    num_samples: int = 192
+    """Samples per ray S, spread evenly over the ray's segment inside the scene box (a
+    step of diagonal / S; only the samples in occupied cells are evaluated). Demo scene,
+    all 100 views, 1000 steps: 96 gives 28.51 dB, 128 29.30 dB, 192 30.06 dB."""
     sample_budget: int = 2**16
     """Field evaluations per training batch K; rays that do not fit are skipped."""
     min_transmittance: float = 1e-4
