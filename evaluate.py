@@ -90,8 +90,11 @@ def save_frame(folder: Path, name: str, out: dict) -> np.ndarray:
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
     """MP4 through imageio-ffmpeg, or a GIF where no encoder is available."""
     try:
-        iio.imwrite(path.with_suffix(".mp4"), np.stack(frames), fps=fps, codec="libx264",
-                    plugin="pyav" if _has_pyav() else None)
+        with warnings.catch_warnings():  # the encoder runs in a subprocess: fork + exec at
+            # once, so JAX's warning about forking a multithreaded process does not apply
+            warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+            iio.imwrite(path.with_suffix(".mp4"), np.stack(frames), fps=fps, codec="libx264",
+                        plugin="pyav" if _has_pyav() else None)
         return path.with_suffix(".mp4")
     except Exception:  # no ffmpeg / codec on this machine: fall back to GIF
         iio.imwrite(path.with_suffix(".gif"), np.stack(frames), duration=1000 / fps, loop=0)
