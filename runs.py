@@ -187,11 +187,12 @@ def _strip_annotated(tp):
 
 def _choice_name(member) -> tuple[type | None, str]:
     """``(class or None, subcommand name)`` of one member of a component union."""
+    cls = _strip_annotated(member)
+    cls = None if cls is type(None) else cls
     for meta in getattr(member, "__metadata__", ()):
         if getattr(meta, "name", None):
-            return _strip_annotated(member) if _strip_annotated(member) is not type(None) else None, meta.name
-    cls = _strip_annotated(member)
-    if cls is type(None):
+            return cls, meta.name
+    if cls is None:
         return None, "none"
     return cls, re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", cls.__name__).lower()
 
