@@ -1,5 +1,7 @@
 """Training throughput on the demo scene: samples/s, rays/s, seconds per step, samples
-per ray with and without the occupancy grid, the allocator's effect, and (optionally) the
+per ray with and without the occupancy grid, the allocator's effect, the bound a hash grid
+plus a tiny MLP has on this machine by the core issue's model (from an MLP rate and a
+gather + scatter-add rate measured in the same process; `ceiling`) and (optionally) the
 wall time to reach a test PSNR.
 
     python benchmarks/train_speed.py                 # throughput, both allocators
@@ -65,6 +67,7 @@ def measure(steps_warm: int, steps: int) -> dict:
             "compile_seconds": compile_seconds,
         }
     result["field"] = field_speed(field, state.params, scene.bbox, config.render.sample_budget, steps)
+    result["ceiling"] = ceiling()
     return result
 
 
@@ -95,6 +98,59 @@ def field_speed(field, params, bbox, num_points: int, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     dt = float(np.median(times))
     return {"seconds": dt, "samples_per_s": num_points / dt}
+
+
+def ceiling(repeats: int = 10) -> dict:
+    """The issue's bound on training samples/s for a hash grid plus a tiny MLP, from two
+    rates measured here: a 32-64-64-4 MLP forward + backward (points/s) and a gather of
+    2^22 random rows of width 2 from a 2^19-row table with its scatter-add transpose
+    (lookups/s). One sample costs one MLP pass and ``8 L`` lookups (L levels, 8 cube
+    corners): ``1 / (1 / mlp + 8 L / lookups)``.
+
+    It is a model, not a hard limit: the grid's backward pass adds each level's 65,536
+    contributions into that level's slice of the table (`sparsefield.fields.grid`), far
+    more cache-friendly than one scatter over 2^22 random rows, so the field alone can
+    run faster than this bound."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sparsefield import runs
+
+    def rate(fn, *args, count):
+        fn = jax.jit(fn)
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+        return count / float(np.median(times))
+
+    key = jax.random.PRNGKey(0)
+    widths = (32, 64, 64, 4)
+    weights = [jax.random.normal(jax.random.fold_in(key, i), (a, b)) * 0.1
+               for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))]
+    points = jax.random.normal(key, (2**18, 32))
+
+    def mlp_loss(ws, x):
+        for w in ws[:-1]:
+            x = jax.nn.relu(x @ w)
+        return jnp.sum(x @ ws[-1])
+
+    mlp = rate(jax.grad(mlp_loss, argnums=(0, 1)), weights, points, count=points.shape[0])
+    table = jax.random.normal(key, (2**19, 2))
+    rows = jax.random.randint(key, (2**22,), 0, 2**19)
+    cotangent = jax.random.normal(key, (2**22, 2))
+
+    def lookup_pair(t, r, g):
+        values, vjp = jax.vjp(lambda t: t[r], t)
+        return values, vjp(g)
+
+    lookups = rate(lookup_pair, table, rows, cotangent, count=rows.shape[0])
+    levels = runs.RunConfig().field.encoding.levels
+    return {"mlp_points_per_s": mlp, "lookups_per_s": lookups, "levels": levels,
+            "samples_per_s": 1.0 / (1.0 / mlp + 8 * levels / lookups)}
 
 
 def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
@@ -179,7 +235,7 @@ def main() -> None:
     print(f"{'allocator':14s} {'sampler':8s} {'s/step':>8s} {'rays/s':>10s} {'samples/s':>12s} {'samples/ray':>12s}")
     for name, res in rows.items():
         for sampler, r in res.items():
-            if sampler == "field":
+            if sampler in ("field", "ceiling"):
                 continue
             print(f"{name:14s} {sampler:8s} {r['seconds_per_step']:8.3f} {r['rays_per_s']:10,.0f} "
                   f"{r['samples_per_s']:12,.0f} {r['samples_per_ray']:12.1f}")
@@ -191,6 +247,12 @@ def main() -> None:
         print(f"{name}: compiling the train step {grid['compile_seconds']:.1f} s; the field alone "
               f"(forward + backward, {fld['samples_per_s']:,.0f} samples/s) is "
               f"{fld['seconds'] / grid['seconds_per_step']:.0%} of a step")
+        top = res["ceiling"]
+        print(f"{name}: bound model {top['samples_per_s']:,.0f} samples/s (MLP 32-64-64-4 forward + backward "
+              f"{top['mlp_points_per_s'] / 1e6:.2f} M points/s; gather + scatter-add "
+              f"{top['lookups_per_s'] / 1e6:.0f} M lookups/s, {8 * top['levels']} per sample); the train step "
+              f"reaches {grid['samples_per_s'] / top['samples_per_s']:.0%} of it, the field alone "
+              f"{fld['samples_per_s'] / top['samples_per_s']:.0%}")
     if args.psnr is not None:
         print(json.dumps(time_to_psnr(args.psnr, max_steps=3000, every=100)))
 
