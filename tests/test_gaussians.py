@@ -145,3 +145,15 @@ def test_densification_stops_at_a_fraction_of_the_run():
     strategy = DensifyStrategy(DensifyConfig(start=100, every=100, stop=0.5), steps=1000)
     assert [s for s in range(1, 1001) if strategy.due(s)] == [100, 200, 300, 400]
     assert not any(DensifyStrategy(DensifyConfig(stop=0.0), steps=1000).due(s) for s in range(1, 1001))
+
+
+def test_training_ssim_matches_metric():
+    """The splat loss's SSIM (banded-matrix blur) equals `metrics.ssim` on a crop whose
+    statistics need no clipping, and its gradient is finite."""
+    from sparsefield import metrics, splat
+
+    key = jax.random.PRNGKey(0)
+    x = jax.random.uniform(key, (40, 50, 3))
+    y = jnp.clip(x + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), x.shape), 0.0, 1.0)
+    np.testing.assert_allclose(float(splat.ssim_for_training(x, y)), float(metrics.ssim(x, y)), atol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(jax.grad(splat.ssim_for_training)(x, y))))
