@@ -1,7 +1,7 @@
 """Training throughput on the demo scene: samples/s, rays/s, seconds per step, samples
 per ray with and without the occupancy grid, the allocator's effect, the bound a hash grid
-plus a tiny MLP has on this machine by the core issue's model (from an MLP rate and a
-gather + scatter-add rate measured in the same process; `ceiling`) and (optionally) the
+plus a tiny MLP has on this machine by a simple cost model (from an MLP rate and a
+gather + scatter-add rate measured in the same process; `bound_model`) and (optionally) the
 wall time to reach a test PSNR.
 
     python benchmarks/train_speed.py                 # throughput, both allocators
@@ -67,7 +67,7 @@ def measure(steps_warm: int, steps: int) -> dict:
             "compile_seconds": compile_seconds,
         }
     result["field"] = field_speed(field, state.params, scene.bbox, config.render.sample_budget, steps)
-    result["ceiling"] = ceiling()
+    result["bound"] = bound_model()
     return result
 
 
@@ -100,8 +100,8 @@ def field_speed(field, params, bbox, num_points: int, repeats: int) -> dict:
     return {"seconds": dt, "samples_per_s": num_points / dt}
 
 
-def ceiling(repeats: int = 10) -> dict:
-    """The issue's bound on training samples/s for a hash grid plus a tiny MLP, from two
+def bound_model(repeats: int = 10) -> dict:
+    """A cost-model bound on training samples/s for a hash grid plus a tiny MLP, from two
     rates measured here: a 32-64-64-4 MLP forward + backward (points/s) and a gather of
     2^22 random rows of width 2 from a 2^19-row table with its scatter-add transpose
     (lookups/s). One sample costs one MLP pass and ``8 L`` lookups (L levels, 8 cube
@@ -235,7 +235,7 @@ def main() -> None:
     print(f"{'allocator':14s} {'sampler':8s} {'s/step':>8s} {'rays/s':>10s} {'samples/s':>12s} {'samples/ray':>12s}")
     for name, res in rows.items():
         for sampler, r in res.items():
-            if sampler in ("field", "ceiling"):
+            if sampler in ("field", "bound"):
                 continue
             print(f"{name:14s} {sampler:8s} {r['seconds_per_step']:8.3f} {r['rays_per_s']:10,.0f} "
                   f"{r['samples_per_s']:12,.0f} {r['samples_per_ray']:12.1f}")
@@ -247,7 +247,7 @@ def main() -> None:
         print(f"{name}: compiling the train step {grid['compile_seconds']:.1f} s; the field alone "
               f"(forward + backward, {fld['samples_per_s']:,.0f} samples/s) is "
               f"{fld['seconds'] / grid['seconds_per_step']:.0%} of a step")
-        top = res["ceiling"]
+        top = res["bound"]
         print(f"{name}: bound model {top['samples_per_s']:,.0f} samples/s (MLP 32-64-64-4 forward + backward "
               f"{top['mlp_points_per_s'] / 1e6:.2f} M points/s; gather + scatter-add "
               f"{top['lookups_per_s'] / 1e6:.0f} M lookups/s, {8 * top['levels']} per sample); the train step "
