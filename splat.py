@@ -53,6 +53,12 @@ class SplatConfig:
     """Adaptive density control (``--splat.densify.stop 0`` keeps the initial Gaussians)."""
     crop: int = 160
     """Side of the random training crop in pixels (0: whole views)."""
+    coarse: float = 0.5
+    """Fraction of the run's first steps that render crops twice as wide at half the
+    resolution: as many pixels per step, four times the area, so the Gaussians see more
+    of each view while the scene takes shape. Demo scene, 8 views, fewshot preset, 700
+    steps: 26.14 dB without (118 s), 26.89 dB with 0.3, 27.22 dB with 0.5 (126 s, the
+    second compiled step included), 26.93 dB with 0.7."""
     ssim_weight: float = 0.2
     """lambda of the D-SSIM term (3DGS: 0.2)."""
     lr_means: float = 1.6e-4
@@ -160,13 +166,15 @@ def init_state(config, scene, ids: np.ndarray) -> SplatState:
 # ---- the train step ----------------------------------------------------------------------
 
 
-def crop_view(data: RayData, key, size: int, random_background: bool):
+def crop_view(data: RayData, key, size: int, random_background: bool, factor: int = 1):
     """One random ``size x size`` crop of a random training view: its camera (principal
     point shifted), target colours, background (random per crop with masks) and alpha
-    (None without masks)."""
+    (None without masks). With ``factor`` > 1 the window is ``factor`` times larger and
+    rendered at 1 / ``factor`` resolution (targets averaged over ``factor``² pixels)."""
     k_view, k_x, k_y, k_bg = jax.random.split(key, 4)
     num, height, width = data.images.shape[:3]
-    size_x, size_y = (min(size, width), min(size, height)) if size else (width, height)
+    size_x, size_y = (min(size * factor, width), min(size * factor, height)) if size else (width, height)
+    size_x, size_y = size_x - size_x % factor, size_y - size_y % factor
     v = jax.random.randint(k_view, (), 0, num)
     x0 = jax.random.randint(k_x, (), 0, width - size_x + 1)
     y0 = jax.random.randint(k_y, (), 0, height - size_y + 1)
@@ -180,6 +188,12 @@ def crop_view(data: RayData, key, size: int, random_background: bool):
         rgb = rgb + (1.0 - alpha)[..., None] * (bg - data.background)
     else:
         bg = data.background
+    if factor > 1:
+        pool = lambda a: a.reshape(size_y // factor, factor, size_x // factor, factor, *a.shape[2:]).mean((1, 3))  # noqa: E731
+        rgb = pool(rgb)
+        alpha = None if alpha is None else pool(alpha)
+        cam = Cameras(cam.c2w, cam.fx / factor, cam.fy / factor, cam.cx / factor, cam.cy / factor,
+                      width=size_x // factor, height=size_y // factor)
     return cam, rgb, bg, alpha
 
 
@@ -240,8 +254,9 @@ def learning_rates(sc: SplatConfig, extent: float, progress) -> dict:
             "sh_rest": m * sc.lr_sh_rest}
 
 
-def make_train_step(config, data: RayData, bbox):
-    """``train_step(state, key) -> (state, metrics)``, jitted with the state donated."""
+def make_train_step(config, data: RayData, bbox, factor: int = 1):
+    """``train_step(state, key) -> (state, metrics)``, jitted with the state donated;
+    ``factor``: crops ``factor`` times larger rendered at 1 / ``factor`` resolution."""
     sc = config.splat
     box = jnp.asarray(bbox, jnp.float32)
     center, diagonal = box.mean(0), float(jnp.linalg.norm(box[1] - box[0]))
@@ -254,7 +269,7 @@ def make_train_step(config, data: RayData, bbox):
         return rasterize(*gs.activated(params), colors, cam, bg, sc.raster, alive, offset)
 
     def loss_fn(params, offset, alive, key, step):
-        cam, target, bg, alpha = crop_view(data, key, sc.crop, config.random_background)
+        cam, target, bg, alpha = crop_view(data, key, sc.crop, config.random_background, factor)
         out = render(params, alive, cam, bg, step, offset)
         l1 = jnp.mean(jnp.abs(out["rgb"] - target))
         d_ssim = 1.0 - ssim_for_training(out["rgb"], target)
@@ -353,7 +368,8 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
         "test_ids": [int(i) for i in evaluate.test_views(config, scene)],
         "num_params": int(jnp.sum(state.alive)) * 59, "devices": jax.device_count()})
     data = make_ray_data(scene, train_ids)
-    step_fn = make_train_step(config, data, scene.bbox)
+    fine_fn = make_train_step(config, data, scene.bbox)
+    coarse_fn = make_train_step(config, data, scene.bbox, factor=2) if config.splat.coarse > 0 else fine_fn
     strategy = DensifyStrategy(config.splat.densify, config.steps)
     extent, base_key = scene_extent(scene.bbox), jax.random.PRNGKey(config.seed + 1)
     hull = hull_of(config, scene, train_ids)
@@ -363,6 +379,7 @@ def train_splat(config, scene, train_ids: np.ndarray, logged, run: Path) -> Path
     t_last = time.perf_counter()
     try:
         for step in range(int(state.step), config.steps):
+            step_fn = coarse_fn if step < config.splat.coarse * config.steps else fine_fn
             state, m = step_fn(state, jax.random.fold_in(base_key, step))
             done = step + 1
             if strategy.due(done):

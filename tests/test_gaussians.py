@@ -100,7 +100,8 @@ def test_splat_method_trains_renders_and_exports(scene, tmp_path):
     cli("train", "--method", "splat", "--preset", "fewshot", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
         "--eval-every", 1000, "--checkpoint-every", 1000, "--splat.crop", 0,
         "--splat.gaussians.init-points", 1024, "--splat.raster.tile-capacity", 64,
-        "--splat.densify.start", 20, "--splat.densify.every", 20)
+        "--splat.densify.start", 20, "--splat.densify.every", 20,
+        "--splat.coarse", 0)  # the PSNR check below compares full-resolution steps
     history = json.loads((run / "history.json").read_text())["train"]
     assert history[-1]["psnr"] > history[0]["psnr"] + 2.0
     assert all(np.isfinite(h["loss_mask"]) and h["loss_mask"] > 0.0 for h in history)  # the preset's mask loss
@@ -157,3 +158,22 @@ def test_training_ssim_matches_metric():
     y = jnp.clip(x + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), x.shape), 0.0, 1.0)
     np.testing.assert_allclose(float(splat.ssim_for_training(x, y)), float(metrics.ssim(x, y)), atol=1e-6)
     assert bool(jnp.all(jnp.isfinite(jax.grad(splat.ssim_for_training)(x, y))))
+
+
+def test_coarse_crop_is_the_pooled_view(scene):  # noqa: F811 (fixture)
+    """A factor-2 crop of a whole view is the view averaged over 2x2 pixels, seen by a
+    camera with half the focal length and principal point."""
+    from sparsefield import splat
+    from sparsefield.datasets import load_scene
+    from sparsefield.datasets.batches import make_ray_data
+
+    loaded = load_scene(scene)
+    data = make_ray_data(loaded, loaded.split("train")[:2])
+    cam, rgb, bg, alpha = splat.crop_view(data, jax.random.PRNGKey(3), 0, False, factor=2)
+    view = int(np.argmin([np.abs(np.asarray(data.cameras.c2w[i]) - np.asarray(cam.c2w)).max() for i in range(2)]))
+    h, w = data.images.shape[1:3]
+    pooled = np.asarray(data.images[view]).reshape(h // 2, 2, w // 2, 2, 3).mean((1, 3))
+    np.testing.assert_allclose(np.asarray(rgb), pooled, atol=1e-6)
+    assert (cam.width, cam.height) == (w // 2, h // 2)
+    np.testing.assert_allclose(float(cam.fx), float(data.cameras.fx[view]) / 2)
+    np.testing.assert_allclose(float(cam.cx), float(data.cameras.cx[view]) / 2)
