@@ -76,7 +76,6 @@ def field_speed(field, params, bbox, num_points: int, repeats: int) -> dict:
     of random points: the part of a training step that marching and compositing sit on."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     k_x, k_d = jax.random.split(jax.random.PRNGKey(2))
     x = jax.random.uniform(k_x, (num_points, 3), minval=bbox[0], maxval=bbox[1])
@@ -90,14 +89,22 @@ def field_speed(field, params, bbox, num_points: int, repeats: int) -> dict:
             return jnp.sum(sigma) + jnp.sum(rgb)
         return jax.grad(loss)(params)
 
-    jax.block_until_ready(grads(params))
+    dt = median_seconds(grads, params, repeats=repeats)
+    return {"seconds": dt, "samples_per_s": num_points / dt}
+
+
+def median_seconds(fn, *args, repeats: int) -> float:
+    """Median wall time of ``fn(*args)`` after one warm-up (compile) call."""
+    import jax
+    import numpy as np
+
+    jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(grads(params))
+        jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    dt = float(np.median(times))
-    return {"seconds": dt, "samples_per_s": num_points / dt}
+    return float(np.median(times))
 
 
 def bound_model(repeats: int = 10) -> dict:
@@ -113,19 +120,11 @@ def bound_model(repeats: int = 10) -> dict:
     run faster than this bound."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from sparsefield import runs
 
     def rate(fn, *args, count):
-        fn = jax.jit(fn)
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t0)
-        return count / float(np.median(times))
+        return count / median_seconds(jax.jit(fn), *args, repeats=repeats)
 
     key = jax.random.PRNGKey(0)
     widths = (32, 64, 64, 4)
