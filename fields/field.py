@@ -131,15 +131,18 @@ class RadianceField:
         enc = c.encoding
         unit = self.normalize(x)
         feats = enc.apply(params["encoding"], unit)
-        if c.saliency is not None:
-            feats = feats * c.saliency.apply(params["saliency"], unit)[..., None].astype(feats.dtype)
+        # m(x) scales every level's features, applied after the first layer's product
+        # (`apply_mlp`'s scale); a voxel grid's density reads the features, so it gates them
+        saliency = None if c.saliency is None else c.saliency.apply(params["saliency"], unit)
+        if saliency is not None and isinstance(enc, VoxelGrid):  # its density reads feats
+            feats, saliency = feats * saliency[..., None].astype(feats.dtype), None
         mlp_in = feats
         if c.coarse_to_fine is not None and progress is not None:
             mlp_in = feats * c.coarse_to_fine.mask(enc.feature_levels, progress).astype(feats.dtype)
         modulate = None
         if c.cam is not None:
             modulate = lambda h: c.cam.modulate(params["cam"], unit, h)  # noqa: E731
-        out = apply_mlp(params["density_mlp"], mlp_in, modulate)
+        out = apply_mlp(params["density_mlp"], mlp_in, modulate, saliency)
         if isinstance(enc, VoxelGrid):
             return enc.density(feats, self.box_size), out[..., 1:]
         sigma = DENSITY_ACTIVATIONS[self.config.density_activation](out[..., 0])

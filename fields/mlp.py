@@ -26,15 +26,22 @@ def init_mlp(key: jax.Array, sizes: list[int]) -> list[dict]:
 
 
 def apply_mlp(
-    params: list[dict], x: Float[Array, "... I"], modulate: Callable | None = None
+    params: list[dict], x: Float[Array, "... I"], modulate: Callable | None = None,
+    scale: Float[Array, "..."] | None = None,
 ) -> Float[Array, "... O"]:
     """ReLU hidden layers, linear output: ``h_{k+1} = relu(h_k W_k + b_k)``.
 
     ``modulate`` (CAM) maps the first hidden layer's pre-activation ``h_1`` to a
-    modulated one before its ReLU.
+    modulated one before its ReLU. ``scale`` multiplies the input per point, applied as
+    ``(x s) W_0 = s (x W_0)``: after the product, where its backward is one product
+    with the narrow output (XLA otherwise recomputes ``s`` inside every consumer of the
+    input's gradient, 128 of them for a 16-level grid).
     """
     for i, layer in enumerate(params[:-1]):
-        h = x @ layer["w"] + layer["b"]
+        h = x @ layer["w"]
+        if i == 0 and scale is not None:
+            h = h * scale[..., None].astype(h.dtype)
+        h = h + layer["b"]
         if i == 0 and modulate is not None:
             h = modulate(h)
         x = jax.nn.relu(h)
