@@ -22,50 +22,67 @@ state saved densely. The overhead of the mask and ADMM is the time per training 
 the pruned config over the unpruned one at the same T, measured in one process,
 alternating, after compilation (the machine may be shared and noisy).
 
-Measured (2-core CPU shared with other jobs, so no train times here; demo scene, 8 views,
-``--steps 300 --scale 0.5``; printed by ``--overhead-steps 0 --root`` over runs trained
-with the benchmark's command lines, two or three at a time; ``0.1-0.5``: the former ADMM
-phases, 10% to 50% of the steps; one seed per row, run-to-run spread not measured; the
-T2^19 row is the earlier run of the same command line):
+Measured (2-core CPU, no GPU; demo scene, full resolution, 1000 steps, 8 views unless a
+row says otherwise; ``python benchmarks/pruning.py --overhead-steps 0 --root ROOT`` in
+three invocations over one ROOT; one seed per row, training is deterministic; train s
+includes compilation and is noisy to about 5%):
 
-    run                  PSNR   allocated   reachable  % ref  ckpt MB dense MB
-    T2^19               23.49  16,782,611  10,034,931  100.0    193.6    193.6
-    T2^15               24.00   1,053,971     868,723    8.7     13.6     13.6
-    T2^17               23.41   4,199,699   3,013,293   30.0     49.6     49.6
-    T2^18               23.06   8,394,003   5,522,237   55.0     97.6     97.6
-    T2^17 s0.8          23.58   4,474,324   3,026,328   30.2     41.0     54.8
-    T2^18 s0.8          23.45   8,668,628   5,461,106   54.4     69.1    102.8
-    T2^17 s0.8 0.1-0.5  23.42   4,474,324   2,727,198   27.2     37.6     54.8
-    T2^18 s0.8 0.1-0.5  23.24   8,668,628   4,851,438   48.3     62.1    102.8
-    T2^19 s0.8 0.1-0.5  23.11  17,057,236   8,561,020   85.3    105.1    198.8
-    T2^17 s0.7 0.1-0.5  23.40   4,474,324   3,090,447   30.8     41.4     54.8
-    T2^18 s0.7 0.1-0.5  23.19   8,668,628   5,595,319   55.8     70.3    102.8
+    run                  PSNR   allocated   reachable  % ref  ckpt MB dense MB  train s
+    T2^19               24.81  16,782,611  10,034,931  100.0    193.6    193.6    151.9
+    T2^18               25.07   8,394,003   5,522,237   55.0     97.6     97.6    129.9
+    T2^17               25.23   4,199,699   3,013,293   30.0     49.6     49.6    110.6
+    T2^16               25.49   2,102,547   1,630,999   16.3     25.6     25.6    117.0
+    T2^15               25.68   1,053,971     868,723    8.7     13.6     13.6    105.6
+    T2^19 s0.9          25.19  17,057,236   7,156,655   71.3     89.4    198.8    164.3
+    T2^18 s0.9          25.36   8,668,628   4,135,721   41.2     54.4    102.8    147.7
+    T2^17 s0.9          25.52   4,474,324   2,348,153   23.4     33.7     54.8    131.8
+    T2^16 s0.9          25.66   2,377,172   1,319,687   13.2     21.8     30.8    136.8
+    T2^15 s0.9          25.78   1,328,596     730,868    7.3     15.0     18.8    120.2
 
-- The goal (within 0.3 dB of unpruned T = 2^19 at no more than 35% of its parameters) is
-  met: with the defaults (80%, ADMM from 30% to 70% of the steps) T = 2^17 gives 23.58 dB
-  at 30% (+0.09 dB; +0.17 dB over the unpruned T = 2^17). At about 55%, T = 2^18 gives
-  23.45 dB (-0.04 dB, and +0.39 dB over the unpruned T = 2^18): equal quality, not the
-  +0.5 dB gain the paper reports at 56%. 70% sparsity was no better than 80%.
-- On 8 views and 300 steps the table is not what limits quality: the unpruned curve is
-  not monotone in T (2^15 is the best grid of all, 24.00 dB), so a pruned grid has no
-  collisions to win back here; HollowNeRF's gain needs a scene that fills its table.
-- What fixed the 9 dB loss (14.78 / 15.18 dB at 90% before): the ADMM projection and the
-  hard threshold now rank only the corners of cells the occupancy grid holds occupied
-  (``ADMMPruner.occupancy_gate``). Ranking by ``m`` alone kept the vertices no ray ever
-  sampled: the L1 pull moves all of them at Adam's rate to one tied value (0.409 in the
-  old T = 2^19 run, 90% of the kept vertices), above the surface's, so 17% of the
-  surface's vertices survived; with the gate, 98 to 100%. The target follows the occupied
-  share: a trained unpruned run's occupancy grid holds 12.6% of the 64^3 cells, whose
-  corners are 15.3% of the mask's vertices (the scene's true surface: 4.0%), so the
-  default keeps 20%. A later ADMM phase (30% to 70% of the steps instead of 10% to 50%:
-  it starts after the occupancy grid's warm-up, and the gate at the threshold uses an
-  older grid) gains 0.16 dB at T = 2^17 and 0.21 dB at T = 2^18. Left: the train PSNR
-  still dips by about 3 dB late in the ADMM phase (the kept set is exactly k, i.e. some
-  occupied vertices are cut) and recovers within about 40 steps.
+- The pruned curve dominates: every pruned grid is better than every unpruned grid with
+  as many or more parameters. Against unpruned T = 2^19: +0.71 dB at 23% of its
+  parameters (T = 2^17) and +0.55 dB at 41% (T = 2^18); at the same T a pruned grid gains
+  0.10 to 0.38 dB with 15-29% fewer parameters.
+- From 8 views a larger table is worse (the unpruned curve falls from 25.68 at 2^15 to
+  24.81 dB at 2^19): the views do not constrain that many parameters. So the gain is not
+  capacity won back from collisions. It comes from the mask fixing where the scene is:
+  after the threshold the occupancy grid keeps only cells with ``m > 0`` (5.5% of the
+  64^3 cells against 6.7% unpruned at T = 2^18), so floaters that grow later have no room
+  and a step trains 15% more whole rays within the same sample budget (6,103 against
+  5,315 rays, mean over steps 700-1000).
+- Sparsity 0.8, 0.9 and 0.95 at T = 2^18 all give 25.36 dB: the occupied cells' corners
+  are 6.4% of the mask vertices at the threshold, so 0.8 and 0.9 keep the same set (the
+  gate binds) and 0.95 (5%) trims a few.
 
-Step time at T = 2^19 (``--overhead-only``, 2 x 16 steps each, alternating, measured
-before the gate, which adds one pass over the 64^3 occupancy bits per ADMM update):
-unpruned 700 ms, pruned in its ADMM phase 712 ms, +1.6%.
+From all 100 views (``-- --views 100``, same settings) larger tables help a little, and
+pruning matches the large grid with 40% of its parameters but gains nothing:
+
+    T2^19               30.44  16,782,611  10,034,931  100.0    193.6    193.6    152.6
+    T2^18               30.42   8,394,003   5,522,237   55.0     97.6     97.6    132.7
+    T2^17               30.30   4,199,699   3,013,293   30.0     49.6     49.6    116.0
+    T2^18 s0.9          30.46   8,668,628   3,962,255   39.5     52.4    102.8    150.7
+    T2^17 s0.9          30.34   4,474,324   2,264,583   22.6     32.7     54.8    136.2
+
+With an occupancy grid the field is rarely evaluated in empty space, so the rows that
+empty space shares with the surface cost little; 30% to 100% of the parameters spans
+0.14 dB here.
+
+Earlier, at ``--steps 300 --scale 0.5``: the ADMM projection and the hard threshold rank
+only the corners of cells the occupancy grid holds occupied (``ADMMPruner.occupancy_gate``).
+Ranking by ``m`` alone kept the vertices no ray ever sampled: the L1 pull moves all of them
+at Adam's rate to one tied value, above the surface's, so 17% of the surface's vertices
+survived and 90% sparsity lost 9 dB (14.78 / 15.18 dB); with the gate 98 to 100% survive.
+A later ADMM phase (30% to 70% of the steps instead of 10% to 50%: it starts after the
+occupancy grid's warm-up, and the threshold sees a grid that has shed its early floaters)
+gained 0.16 dB at T = 2^17 and 0.21 dB at T = 2^18.
+
+Step time (``--overhead-only``: T = 2^17, scale 0.5, ADMM phase, 3 x 32 steps each,
+alternating): unpruned 106.4 ms, pruned 120.1 ms, +12.9%. Nearly all of it is the mask
+itself (a 65^3 trilinear lookup and its gradient at every sample), not the ADMM updates:
+mask alone 120.0 ms against 108.0 ms unpruned, in a separate A/B. Multiplying the first
+layer's product instead of the features (`apply_mlp`'s ``scale``) took the mask from
+124.5 to 120.0 ms in that A/B: XLA had recomputed ``m(x)`` inside each of the grid
+backward's 128 per-corner products.
 """
 
 from __future__ import annotations
@@ -164,9 +181,9 @@ def step_overhead(log2_t: int, sparsity: float, steps: int, rounds: int) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--scale", type=float, default=0.5)
-    parser.add_argument("--unpruned", type=int, nargs="*", default=[15, 17, 18, 19])
-    parser.add_argument("--pruned", nargs="*", default=["17:0.8", "18:0.8", "19:0.8", "17:0.7"],
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--unpruned", type=int, nargs="*", default=[15, 16, 17, 18, 19])
+    parser.add_argument("--pruned", nargs="*", default=["17:0.9", "15:0.9", "16:0.9", "18:0.9", "19:0.9"],
                         help="n:sparsity or n:sparsity:start:end (ADMM phases, fractions of the steps)")
     parser.add_argument("--reference", type=int, default=19)
     parser.add_argument("--overhead-steps", type=int, default=32, help="0: skip the step timing")
@@ -179,7 +196,8 @@ def main() -> None:
 
     if not args.overhead_only:
         root = args.root or Path(tempfile.mkdtemp(prefix="sparsefield-pruning-"))
-        print(f"demo scene, 8 views, scale {args.scale}, {args.steps} steps; runs in {root}")
+        flags = " ".join(args.extra) or "8 views"
+        print(f"demo scene, {flags}, scale {args.scale}, {args.steps} steps; runs in {root}")
         print(f"{'run':18s} {'PSNR':>6s} {'allocated':>11s} {'reachable':>11s} {'% ref':>6s} "
               f"{'ckpt MB':>8s} {'dense MB':>8s} {'train s':>8s}")
         jobs = [(f"T2^{n}", n, None, []) for n in args.unpruned]
