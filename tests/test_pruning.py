@@ -75,7 +75,7 @@ POINTS = jnp.asarray(np.random.default_rng(5).random((4096, 3)), jnp.float32)
 
 
 @pytest.mark.parametrize("name", GRIDS)
-def test_zero_mask_equals_zero_features(name):
+def test_mask_scales_the_features(name):
     field, params, probe = _setup(name)
     side = field.config.saliency.resolution + 1
     masked = _with_mask(params, np.zeros(side**3))
@@ -83,6 +83,15 @@ def test_zero_mask_equals_zero_features(name):
                             np.ones(side**3))
     np.testing.assert_array_equal(probe(masked, POINTS)[0], probe(zero_table, POINTS)[0])
     assert np.ptp(np.asarray(probe(_with_mask(params, np.ones(side**3)), POINTS)[0])) > 0
+    # m = 0.5 everywhere reads as the tables halved (features are linear in the table);
+    # non-zero biases, so m must scale the features, not the first layer's output
+    rng = np.random.default_rng(1)
+    params = dict(params, density_mlp=[dict(layer, b=jnp.asarray(rng.normal(size=layer["b"].shape), jnp.float32))
+                                       for layer in params["density_mlp"]])
+    half = probe(_with_mask(params, np.full(side**3, 0.5)), POINTS)
+    half_table = _with_mask(dict(params, encoding={"table": 0.5 * params["encoding"]["table"]}), np.ones(side**3))
+    for a, b in zip(half[:2], probe(half_table, POINTS)[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_mask_interpolates_its_vertices_and_scales_features():
