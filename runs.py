@@ -146,8 +146,8 @@ PRESETS: dict[str, RunConfig] = {
 # The recommended few-shot recipe (3 to 8 views): FreeNeRF's frequency mask on the grid
 # levels and occlusion penalty, mip-NeRF 360's distortion loss, RegNeRF's sample-space
 # annealing; occupancy-grid cells that fewer than 3 training views see stay empty; where
-# the data has alpha masks, mask supervision of the opacity. Demo scene, 8 views: 26.87 dB
-# against 24.88 unregularized (3 views: 16.46 against 13.32); RegNeRF's depth smoothness,
+# the data has alpha masks, mask supervision of the opacity. Demo scene, 8 views: 27.00 dB
+# against 25.18 unregularized (3 views: 16.42 against 13.40); RegNeRF's depth smoothness,
 # left out, changed PSNR by -0.03 dB at 3 and 8 views for a fifth more time.
 PRESETS["fewshot"] = dataclasses.replace(
     PRESETS["default"],
