@@ -409,13 +409,14 @@ COMMANDS = {
     "render": "render test views or an orbit to PNG frames and a video",
     "eval": "render the test split and write RUN/metrics.json",
     "export": "export a mesh (.ply, .obj, .glb) from a trained run",
-    "demo": "train on the built-in demo scene, evaluate, render an orbit, export a mesh",
+    "demo": "train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
+            "render an orbit, export a mesh",
 }
 
 
-def parse_train_args(args: list[str]) -> RunConfig:
-    """``--preset NAME`` picks the base config; every other flag overrides it."""
-    preset = "default"
+def parse_train_args(args: list[str], preset: str = "default") -> RunConfig:
+    """``--preset NAME`` picks the base config (else ``preset``); every other flag
+    overrides it."""
     if "--preset" in args:
         i = args.index("--preset")
         preset = args[i + 1] if i + 1 < len(args) else ""
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         if command == "train":
             train(parse_train_args(args))
         elif command == "demo":
-            evaluate.demo(lambda c: train(c), parse_train_args(args))
+            evaluate.demo(lambda c: train(c), parse_train_args(args, preset="fewshot"))
         else:
             evaluate.run_command(command, args)
     except (DatasetError, runs.UsageError) as err:

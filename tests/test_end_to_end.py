@@ -246,6 +246,20 @@ def test_component_flags_work_in_any_order_and_without_their_token():
         parse_train_args(["--render.space:ndc"])
 
 
+def test_demo_trains_the_fewshot_preset_unless_told(monkeypatch):
+    import dataclasses
+
+    from sparsefield import evaluate, runs
+    from sparsefield import train as train_module
+
+    monkeypatch.setenv("SPARSEFIELD_COMPILE_CACHE", "off")
+    seen = []
+    monkeypatch.setattr(evaluate, "demo", lambda train_fn, config: seen.append(config))
+    train_module.main(["demo", "--steps", "7"])
+    train_module.main(["demo", "--preset", "default"])
+    assert seen == [dataclasses.replace(runs.PRESETS["fewshot"], steps=7), runs.PRESETS["default"]]
+
+
 def test_mask_loss_that_asks_for_masks_turns_off_without_them():
     import dataclasses
 
