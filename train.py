@@ -327,6 +327,9 @@ def train(config: RunConfig) -> Path:
     data = parallel.put_ray_data(make_ray_data(scene, parallel.process_share(train_ids)), mesh)
     state, seconds = fit(config, field, scene, parallel.replicate(state, mesh), data, run, mesh)
     if parallel.is_writer():
+        saved, facts = runs.load_config(run)
+        if facts["num_params"] != (count := count_params(state.params)):
+            runs.save_config(saved, run, facts | {"num_params": count})  # a progressive grid grew
         runs.compact_checkpoint(config, run, state)
         evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
     return run

@@ -132,6 +132,10 @@ def test_voxel_grid_grows_trains_and_resumes_across_stages(scene, tmp_path):
     assert {"loss_distortion", "loss_tv"} <= set(history[-1])
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"]) and metrics["psnr"] > 12.0
+    from sparsefield import evaluate
+    from sparsefield.fields.field import count_params
+
+    assert metrics["num_params"] == count_params(evaluate.load_run(out).state.params)  # the grown grid's
 
 
 FEWSHOT = [
