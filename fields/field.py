@@ -134,7 +134,7 @@ class RadianceField:
         # m(x) scales every level's features, applied after the first layer's product
         # (`apply_mlp`'s scale); a voxel grid's density reads the features, so it gates them
         saliency = None if c.saliency is None else c.saliency.apply(params["saliency"], unit)
-        if saliency is not None and isinstance(enc, VoxelGrid):  # its density reads feats
+        if saliency is not None and isinstance(enc, VoxelGrid):
             feats, saliency = feats * saliency[..., None].astype(feats.dtype), None
         mlp_in = feats
         if c.coarse_to_fine is not None and progress is not None:
