@@ -34,7 +34,7 @@ from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches,
 from sparsefield.fields import pruning
 from sparsefield.fields.field import RadianceField, count_params
 from sparsefield.fields.occupancy_net import OccupancyNetConfig, occupancy_losses
-from sparsefield.launch import use_compile_cache
+from sparsefield.cache import use_compile_cache
 from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
 from sparsefield.renderers.regularizers import unseen_patches
 from sparsefield.renderers.render import render_rays

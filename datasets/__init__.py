@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparsefield.datasets.blender import is_blender, load_blender
-from sparsefield.datasets.colmap import is_colmap, load_colmap
-from sparsefield.datasets.dtu import is_dtu, load_dtu
-from sparsefield.datasets.llff import is_llff, load_llff
-from sparsefield.datasets.nerfstudio import is_nerfstudio, load_nerfstudio
-from sparsefield.datasets.poses import CameraModelWarning
-from sparsefield.datasets.protocols import PROTOCOLS, Protocol, apply_protocol, get_protocol
-from sparsefield.datasets.scene import DatasetError, SceneData
-from sparsefield.datasets.views import BLENDER_8_VIEWS, fps_views, select_views
+from .blender import is_blender, load_blender
+from .colmap import is_colmap, load_colmap
+from .dtu import is_dtu, load_dtu
+from .llff import is_llff, load_llff
+from .nerfstudio import is_nerfstudio, load_nerfstudio
+from .poses import CameraModelWarning
+from .protocols import PROTOCOLS, Protocol, apply_protocol, get_protocol
+from .scene import DatasetError, SceneData
+from .views import BLENDER_8_VIEWS, fps_views, select_views
 
 FORMATS = (
     ("blender", is_blender, load_blender),

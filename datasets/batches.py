@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from sparsefield.cameras import Cameras, pixel_rays
-from sparsefield.datasets.scene import SceneData
+from ..cameras import Cameras, pixel_rays
+from .scene import SceneData
 
 
 @jax.tree_util.register_dataclass

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.cameras import Cameras
-from sparsefield.datasets.images import IMAGE_SUFFIXES, inside, load_images, one_line
-from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
+from ..cameras import Cameras
+from .images import IMAGE_SUFFIXES, inside, load_images, one_line
+from .scene import DatasetError, SceneData, check_load_args
 
 SPLITS = ("train", "val", "test")
 DEFAULT_BBOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.datasets.images import (
+from .images import (
     downscale_folder,
     inside,
     load_images,
     one_line,
     reduced_size_check,
 )
-from sparsefield.datasets.poses import (
+from .poses import (
     CameraModelWarning,
     box_bounds,
     camera_box,
@@ -33,7 +33,7 @@ from sparsefield.datasets.poses import (
     quaternion_to_rotation,
     world_to_camera_to_c2w,
 )
-from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args, holdout_splits
+from .scene import DatasetError, SceneData, check_load_args, holdout_splits
 
 CAMERA_MODELS = {
     0: ("SIMPLE_PINHOLE", 3),

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.datasets.images import find_images, load_images, one_line, read_image
-from sparsefield.datasets.poses import (
+from .images import find_images, load_images, one_line, read_image
+from .poses import (
     CameraModelWarning,
     box_bounds,
     decompose_projection,
     opencv_to_opengl,
     pinhole_cameras,
 )
-from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
+from .scene import DatasetError, SceneData, check_load_args
 
 # The PixelNeRF split of the 49-view DTU scans used by RegNeRF, FreeNeRF and later
 # few-shot papers (RegNeRF, google-research/regnerf/internal/datasets.py,

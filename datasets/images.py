@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
-from sparsefield.datasets.scene import DatasetError
+from .scene import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """Image file types the loaders read (matched case-insensitively)."""

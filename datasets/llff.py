@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.datasets.images import (
+from .images import (
     downscale_folder,
     find_images,
     load_images,
     one_line,
     reduced_size_check,
 )
-from sparsefield.datasets.poses import check_rotation, frustum_box, llff_to_opengl, pinhole_cameras
-from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args, holdout_splits
+from .poses import check_rotation, frustum_box, llff_to_opengl, pinhole_cameras
+from .scene import DatasetError, SceneData, check_load_args, holdout_splits
 
 LLFF_HOLD = 8
 """Every 8th image (0, 8, 16, ...) is a test image (NeRF's and RegNeRF's ``llffhold``)."""

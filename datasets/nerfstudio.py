@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.datasets.blender import (
+from .blender import (
     _load_images,
     _make_cameras,
     _parse_frames,
     _read_json,
     _scene_bounds,
 )
-from sparsefield.datasets.poses import CameraModelWarning, box_bounds, camera_box
-from sparsefield.datasets.scene import DatasetError, SceneData, check_load_args
+from .poses import CameraModelWarning, box_bounds, camera_box
+from .scene import DatasetError, SceneData, check_load_args
 
 TRAIN_FRACTION = 0.9
 """nerfstudio's default ``train_split_fraction`` when the file lists no split."""

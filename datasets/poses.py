@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsefield.cameras import Cameras
-from sparsefield.datasets.scene import DatasetError
+from ..cameras import Cameras
+from .scene import DatasetError
 
 ROTATION_TOL = 1e-3
 """Largest ``|R^T R - I|`` entry and ``|det R - 1|`` a rotation may show."""

@@ -18,10 +18,10 @@ from typing import Literal
 
 import numpy as np
 
-from sparsefield.datasets.dtu import DTU_TEST_IDS, DTU_TRAIN_IDS
-from sparsefield.datasets.llff import LLFF_HOLD
-from sparsefield.datasets.scene import DatasetError, SceneData
-from sparsefield.datasets.views import BLENDER_8_VIEWS
+from .dtu import DTU_TEST_IDS, DTU_TRAIN_IDS
+from .llff import LLFF_HOLD
+from .scene import DatasetError, SceneData
+from .views import BLENDER_8_VIEWS
 
 
 class ProtocolWarning(UserWarning):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsefield.cameras import Cameras
+from ..cameras import Cameras
 
 
 class DatasetError(ValueError):

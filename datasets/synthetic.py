@@ -26,10 +26,11 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from sparsefield.cameras import look_at, make_cameras, orbit_poses
-from sparsefield.datasets.images import resize
-from sparsefield.datasets.writers import save_png, write_llff
-from sparsefield.launch import cache_root
+from ..cache import cache_root
+from ..cameras import look_at, make_cameras, orbit_poses
+from .images import resize
+from .writers import save_png, write_llff
+from .views import BLENDER_8_VIEWS, fps_views
 
 GENERATOR_VERSION = "2"
 """Bump whenever the written data changes, so cached demo scenes are regenerated."""
@@ -498,7 +499,6 @@ def _spread_standard_views(poses: np.ndarray) -> np.ndarray:
     would be an arbitrary, often clustered, draw. We put the farthest-point-sampled
     cameras at those ids instead, so the protocol means here what it means there.
     """
-    from sparsefield.datasets.views import BLENDER_8_VIEWS, fps_views
 
     if len(poses) != 100:
         return poses

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sparsefield.datasets.scene import DatasetError
+from .scene import DatasetError
 
 BLENDER_8_VIEWS = (26, 86, 2, 55, 75, 93, 16, 73)
 """The 8 training-view ids of the 100-frame NeRF-synthetic train split used by DietNeRF

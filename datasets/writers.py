@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sparsefield.cameras import Cameras
-from sparsefield.datasets.colmap import MODEL_IDS
-from sparsefield.datasets.poses import opencv_to_opengl, opengl_to_llff, rotation_to_quaternion
+from ..cameras import Cameras
+from .colmap import MODEL_IDS
+from .poses import opencv_to_opengl, opengl_to_llff, rotation_to_quaternion
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:

@@ -17,10 +17,10 @@ from typing import Protocol, runtime_checkable
 
 import jax
 
-from sparsefield.fields.frequency import Frequency
-from sparsefield.fields.grid import HashGrid
-from sparsefield.fields.simplex import SimplexGrid
-from sparsefield.fields.voxel import VoxelGrid
+from .frequency import Frequency
+from .grid import HashGrid
+from .simplex import SimplexGrid
+from .voxel import VoxelGrid
 
 
 @runtime_checkable

@@ -17,14 +17,14 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float
 
-from sparsefield.fields.frequency import CoarseToFine, Frequency
-from sparsefield.fields.grid import HashGrid
-from sparsefield.fields.mlp import apply_mlp, init_mlp
-from sparsefield.fields.modulation import CAM
-from sparsefield.fields.pruning import SaliencyMask
-from sparsefield.fields.sh import SphericalHarmonics
-from sparsefield.fields.simplex import SimplexGrid
-from sparsefield.fields.voxel import VoxelGrid
+from .frequency import CoarseToFine, Frequency
+from .grid import HashGrid
+from .mlp import apply_mlp, init_mlp
+from .modulation import CAM
+from .pruning import SaliencyMask
+from .sh import SphericalHarmonics
+from .simplex import SimplexGrid
+from .voxel import VoxelGrid
 
 
 @jax.custom_jvp

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from sparsefield.fields.sh import spherical_harmonics
+from .sh import spherical_harmonics
 
 SH_C0 = 0.28209479177387814
 """``Y_00``: a degree-0 coefficient ``c`` gives colour ``0.5 + SH_C0 c`` (3DGS)."""
@@ -184,7 +184,7 @@ def density_points(key: int, density_fn, color_fn, bbox: np.ndarray, n: int, res
     """``n`` points where a field's density exceeds ``threshold``: cells of a
     ``resolution^3`` lattice drawn in proportion to ``1 - exp(-sigma * cell)``, jittered
     inside the cell; colour from ``color_fn`` looking down -z."""
-    from sparsefield.renderers.mesh import evaluate_grid
+    from ..renderers.mesh import evaluate_grid
 
     sigma = evaluate_grid(density_fn, bbox, resolution).reshape(-1)
     cell = (bbox[1] - bbox[0]) / (resolution - 1)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from sparsefield.fields.grid import GridSpec, flatten_batch, grid_encode
+from .grid import GridSpec, flatten_batch, grid_encode
 
 
 def layer_norm(h: Float[Array, "... H"], eps: float = 1e-5) -> Float[Array, "... H"]:

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from sparsefield.fields.grid import HashGrid
-from sparsefield.fields.mlp import apply_mlp, init_mlp
+from .grid import HashGrid
+from .mlp import apply_mlp, init_mlp
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from sparsefield.fields.grid import GridSpec, cube_vertices, grid_encode, grid_index
-from sparsefield.fields.simplex import lattice_scale, simplex_vertices, skew_factor
+from .grid import GridSpec, cube_vertices, grid_encode, grid_index
+from .simplex import lattice_scale, simplex_vertices, skew_factor
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from sparsefield.fields.grid import GridSpec, GridTables, level_resolutions
+from .grid import GridSpec, GridTables, level_resolutions
 
 
 def skew_factor(dim: int) -> float:

@@ -44,7 +44,7 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float
 
-from sparsefield.fields.grid import GridSpec, GridTables, grid_encode, level_resolutions
+from .grid import GridSpec, GridTables, grid_encode, level_resolutions
 
 
 def total_variation(table: Float[Array, "T F"], res: int, dim: int) -> Float[Array, ""]:

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .splatting import quat_to_rotmat
+
 
 @dataclasses.dataclass(frozen=True)
 class DensifyConfig:
@@ -145,8 +147,6 @@ class DensifyStrategy:
     def _split(p: dict, originals: np.ndarray, copies: np.ndarray, key: int) -> None:
         """Replace each original and its copy by two samples of the original Gaussian,
         scales / 1.6 (3DGS)."""
-        from sparsefield.renderers.splatting import quat_to_rotmat
-
         if len(copies) == 0:
             return
         originals = originals[: len(copies)]

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from sparsefield.renderers.volume import segment_cumsum, segment_starts
+from .volume import segment_cumsum, segment_starts
 
 EPS = 1e-4
 """Opacities are clipped to ``[EPS, 1 - EPS]`` inside logarithms."""

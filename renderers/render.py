@@ -29,11 +29,11 @@ import tyro
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Float
 
-from sparsefield.cameras import Cameras, image_rays, intersect_box
-from sparsefield.renderers.occupancy_grid import OccupancyGridState
-from sparsefield.renderers.samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
-from sparsefield.renderers.spaces import NDC, Contraction
-from sparsefield.renderers.volume import composite_packed
+from ..cameras import Cameras, image_rays, intersect_box
+from .occupancy_grid import OccupancyGridState
+from .samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
+from .spaces import NDC, Contraction
+from .volume import composite_packed
 
 
 @dataclasses.dataclass(frozen=True)

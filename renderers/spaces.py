@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from sparsefield.cameras import intersect_box
-from sparsefield.renderers.samplers import sample_stratified
+from ..cameras import intersect_box
+from .samplers import sample_stratified
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from sparsefield.cameras import Cameras
+from ..cameras import Cameras
 
 ALPHA_MIN = 1.0 / 255.0
 """Contributions below this alpha are skipped (3DGS)."""

@@ -4,8 +4,6 @@ input exits with code 2, one line naming the file, and writes nothing."""
 
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 import trimesh
 
-from sparsefield.datasets.synthetic import generate_scene
 
 SMALL = [
     "--rays-per-batch", "1024", "--render.num-samples", "48", "--render.sample-budget", "16384",
@@ -24,24 +21,8 @@ SMALL = [
 ]
 
 
-def cli(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sparsefield.launch", *map(str, args)],
-        capture_output=True, text=True, timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    return generate_scene(root, name="tiny", resolution=32, n_train=16, n_val=1, n_test=2)
-
-
-@pytest.fixture(scope="module")
-def run(scene, tmp_path_factory):
+def run(scene, tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cli("train", "--data", scene, "--views", 8, "--steps", 60, "--out", out, *SMALL)
     return out
@@ -60,7 +41,7 @@ def test_training_raises_psnr_and_writes_the_run(run):
     assert (run / "config.json").exists() and list((run / "checkpoints").glob("step_*.npz"))
 
 
-def test_render_eval_export_read_the_run_back(run, tmp_path):
+def test_render_eval_export_read_the_run_back(run, tmp_path, cli):
     proc = cli("render", "--run", run, "--path", "orbit", "--frames", 3, "--out", tmp_path / "orbit")
     frames = [iio.imread(tmp_path / "orbit" / f"{k:03d}.png") for k in range(3)]
     assert frames[0].shape == (32, 32, 3) and frames[0].std() > 5  # not a blank image
@@ -80,7 +61,7 @@ def test_render_eval_export_read_the_run_back(run, tmp_path):
     assert mesh.visual.vertex_colors[:, :3].std() > 0  # coloured by the field
 
 
-def test_train_resumes_from_the_last_checkpoint(run):
+def test_train_resumes_from_the_last_checkpoint(run, cli):
     proc = cli("train", "--out", run, "--steps", 70, *SMALL)
     assert "resuming" in proc.stdout and "from step 60" in proc.stdout
     assert json.loads((run / "metrics.json").read_text())["steps"] == 70
@@ -93,7 +74,7 @@ def test_train_resumes_from_the_last_checkpoint(run):
         (lambda root: (root / "train" / "r_3.png").unlink(), "r_3"),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(scene, tmp_path, damage, phrase):
+def test_bad_input_exits_2_and_writes_nothing(scene, tmp_path, damage, phrase, cli):
     import shutil
 
     root = tmp_path / "broken"
@@ -107,7 +88,7 @@ def test_bad_input_exits_2_and_writes_nothing(scene, tmp_path, damage, phrase):
     assert not out.exists()
 
 
-def test_unknown_view_id_exits_2(scene, tmp_path):
+def test_unknown_view_id_exits_2(scene, tmp_path, cli):
     proc = cli("train", "--data", scene, "--view-ids", "1,2,99", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "99" in proc.stderr and not (tmp_path / "r").exists()
 
@@ -122,7 +103,7 @@ VOXEL = [
 ]
 
 
-def test_voxel_grid_grows_trains_and_resumes_across_stages(scene, tmp_path):
+def test_voxel_grid_grows_trains_and_resumes_across_stages(scene, tmp_path, cli):
     out = tmp_path / "voxel"
     cli("train", "--data", scene, "--views", 8, "--steps", 12, "--out", out, *VOXEL)
     proc = cli("train", "--data", scene, "--steps", 30, "--out", out)
@@ -145,7 +126,7 @@ FEWSHOT = [
 ]
 
 
-def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path):
+def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path, cli):
     out = tmp_path / "fewshot"
     cli("train", "--preset", "fewshot", "--data", scene, "--views", 3, "--steps", 20, "--out", out, *FEWSHOT)
     history = json.loads((out / "history.json").read_text())["train"]
@@ -171,7 +152,7 @@ def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path):
         (["--protocol", "blender8"], "needs train view 26"),  # the tiny scene has 16 train frames
     ],
 )
-def test_bad_protocol_exits_2(scene, tmp_path, flags, phrase):
+def test_bad_protocol_exits_2(scene, tmp_path, flags, phrase, cli):
     proc = cli("train", "--data", scene, "--out", tmp_path / "r", *flags, check=False)
     assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
     assert not (tmp_path / "r").exists()

@@ -12,7 +12,6 @@ import trimesh
 from sparsefield import evaluate
 from sparsefield.fields import gaussians as gs
 from sparsefield.renderers.densify import DensifyConfig, DensifyState, DensifyStrategy
-from tests.test_end_to_end import cli, scene  # noqa: F401 (fixture)
 
 
 def random_params(n=8, seed=0):
@@ -95,7 +94,7 @@ def test_densify_prunes_gaussians_marked_outside_and_never_grows_them():
     np.testing.assert_array_equal(np.asarray(new["means"][1]), np.asarray(p["means"][0]))  # the clone
 
 
-def test_splat_method_trains_renders_and_exports(scene, tmp_path):
+def test_splat_method_trains_renders_and_exports(scene, tmp_path, cli):
     run = tmp_path / "splat"
     cli("train", "--method", "splat", "--preset", "fewshot", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
         "--eval-every", 1000, "--checkpoint-every", 1000, "--splat.crop", 0,
