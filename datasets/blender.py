@@ -17,8 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from ..cameras import Cameras
-from .images import IMAGE_SUFFIXES, inside, load_images, one_line
-from .scene import DatasetError, SceneData, check_load_args
+from .images import (
+    IMAGE_SUFFIXES,
+    check_file_name,
+    check_inside,
+    load_images,
+    one_line,
+    read_file,
+)
+from .poses import pinhole_cameras
+from .scene import (
+    DatasetError,
+    SceneData,
+    check_load_args,
+    check_scene,
+    check_splits,
+    describe,
+    real_array,
+)
 
 SPLITS = ("train", "val", "test")
 DEFAULT_BBOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
@@ -27,6 +43,11 @@ _INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy", "w", "h")
 # NeRF-synthetic writes `file_path` without an extension; these are tried in order.
 _IMAGE_SUFFIXES = IMAGE_SUFFIXES
 _TOL = 1e-3
+_WANTED = {
+    "camera_angle_x": "an angle in (0, pi) radians",
+    "w": "a whole number of pixels",
+    "h": "a whole number of pixels",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +99,17 @@ def load_blender(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneD
         if not path.is_file():  # only train is required; a missing split is empty
             splits[split] = np.zeros(0, np.int64)
             continue
-        meta = _read_json(path)
+        meta = _read_json(path, root)
         train_meta = meta if split == "train" else train_meta
         parsed = _parse_frames(meta, path, root)
         splits[split] = np.arange(len(frames), len(frames) + len(parsed), dtype=np.int64)
         frames += parsed
-    if len(splits["train"]) == 0:
-        raise DatasetError(train_json, "the train split has no frames")
+    check_splits(splits, train_json)
 
     bbox, near, far = _scene_bounds(train_meta, train_json)  # before the slow decoding
-    images, masks, (width, height) = _load_images(frames, scale, background)
+    images, masks, (width, height) = _load_images(frames, scale, background, root)
     cameras = _make_cameras(frames, width, height).scaled(scale)
-    return SceneData(
+    scene = SceneData(
         images=images,
         masks=masks,
         cameras=cameras,
@@ -101,22 +121,34 @@ def load_blender(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneD
         root=root,
         names=[f.name for f in frames],
     )
+    return check_scene(scene, train_json)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, root: Path) -> dict:
+    """The top-level object of a JSON file inside ``root`` (UTF-8, a byte-order mark allowed)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
+        text = read_file(path, root).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, f"not UTF-8 text ({one_line(e)})") from None
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
         raise DatasetError(
             path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except RecursionError:
+        raise DatasetError(path, "malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise DatasetError(path, f"malformed JSON ({one_line(e)})") from None
     if not isinstance(meta, dict):
-        raise DatasetError(path, "expected a JSON object at the top level")
+        raise DatasetError(path, f"expected a JSON object at the top level, got {_kind(meta)}")
     return meta
+
+
+def _kind(value) -> str:
+    """The JSON name of a value's type (``"a list"``, ``"a string"``, ...)."""
+    names = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def _parse_frames(meta: dict, path: Path, root: Path) -> list[_Frame]:
@@ -125,8 +157,8 @@ def _parse_frames(meta: dict, path: Path, root: Path) -> list[_Frame]:
         raise DatasetError(path, "missing key 'frames'")
     if not isinstance(meta["frames"], list):
         raise DatasetError(path, "'frames' must be a list")
-    top = {k: meta[k] for k in _INTRINSIC_KEYS if k in meta}
-    frames = []
+    top = _check_intrinsics({k: meta[k] for k in _INTRINSIC_KEYS if k in meta}, path, "")
+    frames, seen = [], {}
     for k, raw in enumerate(meta["frames"]):
         if not isinstance(raw, dict):
             raise DatasetError(path, f"frame {k} is not a JSON object")
@@ -134,44 +166,54 @@ def _parse_frames(meta: dict, path: Path, root: Path) -> list[_Frame]:
             if key not in raw:
                 raise DatasetError(path, f"frame {k} is missing key '{key}'")
         # Per-frame intrinsics (nerfstudio style) override the file's top-level ones.
-        intrinsics = {**top, **{key: raw[key] for key in _INTRINSIC_KEYS if key in raw}}
-        _check_intrinsics(intrinsics, path, k)
+        own = {key: raw[key] for key in _INTRINSIC_KEYS if key in raw}
+        intrinsics = {**top, **_check_intrinsics(own, path, f"frame {k}: ")}
+        if "fl_x" not in intrinsics and "camera_angle_x" not in intrinsics:
+            raise DatasetError(
+                path,
+                f"frame {k} has no intrinsics (expected 'camera_angle_x' or 'fl_x', 'fl_y', "
+                "'cx', 'cy')",
+            )
         image, name = _resolve_image(raw["file_path"], root, path, k)
+        first = seen.setdefault(image.resolve(), k)
+        if first != k:
+            raise DatasetError(
+                path, f"frame {k}: file_path {describe(raw['file_path'])} is frame {first}'s image"
+            )
         c2w = _check_pose(raw["transform_matrix"], path, k)
         frames.append(_Frame(image, name, c2w, intrinsics, path))
     return frames
 
 
-def _check_intrinsics(intr: dict, path: Path, k: int) -> None:
-    if "fl_x" not in intr and "camera_angle_x" not in intr:
-        raise DatasetError(
-            path,
-            f"frame {k} has no intrinsics (expected 'camera_angle_x' or 'fl_x', 'fl_y', "
-            "'cx', 'cy')",
-        )
+def _check_intrinsics(intr: dict, path: Path, where: str) -> dict:
+    """``intr`` with every value a float in range: ``camera_angle_x`` in (0, pi), the
+    others positive, ``w`` and ``h`` whole pixels. ``where`` prefixes the message."""
+    out = {}
     for key, value in intr.items():
+        number = float(real_array(value, path, f"{where}'{key}'", ()))
         upper = math.pi if key == "camera_angle_x" else math.inf
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (ok and 0 < value < upper):
-            wanted = (
-                "an angle in (0, pi) radians" if key == "camera_angle_x" else "a positive number"
-            )
-            raise DatasetError(path, f"'{key}' must be {wanted}, got {value!r}")
+        whole = key not in ("w", "h") or number == round(number)
+        if not (0 < number < upper and whole):
+            wanted = _WANTED.get(key, "a positive number")
+            raise DatasetError(path, f"{where}'{key}' must be {wanted}, got {describe(value)}")
+        out[key] = number
+    return out
 
 
 def _resolve_image(file_path, root: Path, path: Path, k: int) -> tuple[Path, str]:
     """Image path for a frame's ``file_path`` (with or without extension) inside ``root``."""
-    if not isinstance(file_path, str) or not file_path:
-        raise DatasetError(path, f"frame {k}: 'file_path' must be a non-empty string")
+    check_file_name(file_path, path, f"frame {k}: 'file_path'")
     name = os.path.normpath(file_path.removeprefix("./"))
     base = root / name
     candidates = [base] + [base.with_name(base.name + s) for s in _IMAGE_SUFFIXES]
     image = next((c for c in candidates if c.is_file()), base)
-    # resolve() follows `..` and symlinks, so a link pointing elsewhere is caught too.
-    if not inside(image, root):
-        raise DatasetError(
-            path, f"frame {k}: file_path '{file_path}' points outside the dataset folder"
-        )
+    # resolve() follows `..` and symlinks, so a link pointing elsewhere is caught here,
+    # where the message can name the frame; `read_file` checks again when it reads.
+    try:
+        check_inside(image, root)
+    except DatasetError as e:
+        problem = f"frame {k}: file_path {describe(file_path)} {e.problem}"
+        raise DatasetError(path, problem) from None
     if not image.is_file():
         tried = "" if base.suffix else f", also tried {', '.join(_IMAGE_SUFFIXES)}"
         raise DatasetError(base, f"image file not found (frame {k} of {path.name}{tried})")
@@ -184,12 +226,7 @@ def _resolve_image(file_path, root: Path, path: Path, k: int) -> tuple[Path, str
 
 def _check_pose(matrix, path: Path, k: int) -> np.ndarray:
     """``[4, 4]`` rigid camera-to-world matrix, or `DatasetError`."""
-    try:
-        m = np.asarray(matrix, dtype=np.float64)
-    except (ValueError, TypeError):
-        m = None
-    if m is None or m.shape != (4, 4) or not np.all(np.isfinite(m)):
-        raise DatasetError(path, f"frame {k}: transform_matrix is not a 4x4 numeric matrix")
+    m = real_array(matrix, path, f"frame {k}: transform_matrix", (4, 4))
     if np.max(np.abs(m[3] - (0.0, 0.0, 0.0, 1.0))) > _TOL:
         raise DatasetError(path, f"frame {k}: transform_matrix last row must be [0, 0, 0, 1]")
     rot = m[:3, :3]
@@ -204,7 +241,7 @@ def _check_pose(matrix, path: Path, k: int) -> np.ndarray:
     return m
 
 
-def _load_images(frames, scale, background):
+def _load_images(frames, scale, background, root: Path):
     """Decode every frame's image (see `load_images`), checking its size against the
     frame's intrinsics; returns ``images``, ``masks`` and the full-resolution ``(W, H)``."""
     return load_images(
@@ -212,6 +249,7 @@ def _load_images(frames, scale, background):
         scale,
         background,
         check=lambda i, width, height: _check_size(frames[i], width, height),
+        root=root,
     )
 
 
@@ -242,16 +280,7 @@ def _check_size(frame: _Frame, width: int, height: int) -> None:
 def _make_cameras(frames, width: int, height: int) -> Cameras:
     """Full-resolution cameras from each frame's intrinsics and pose."""
     fx, fy, cx, cy = np.array([_pinhole(f.intrinsics, width, height) for f in frames]).T
-    c2w = np.stack([f.c2w[:3, :4] for f in frames]).astype(np.float32)
-    return Cameras(
-        c2w=c2w,
-        fx=fx.astype(np.float32),
-        fy=fy.astype(np.float32),
-        cx=cx.astype(np.float32),
-        cy=cy.astype(np.float32),
-        width=width,
-        height=height,
-    )
+    return pinhole_cameras(np.stack([f.c2w for f in frames]), fx, fy, cx, cy, width, height)
 
 
 def _pinhole(intr: dict, width: int, height: int) -> tuple[float, float, float, float]:
@@ -270,16 +299,16 @@ def _pinhole(intr: dict, width: int, height: int) -> tuple[float, float, float, 
 
 def _scene_bounds(meta: dict, path: Path) -> tuple[np.ndarray, float, float]:
     """``bbox``, ``near``, ``far`` from the train JSON's optional extension keys."""
-    try:
-        bbox = np.asarray(meta.get("bbox", DEFAULT_BBOX), np.float32)
-    except (ValueError, TypeError):
-        bbox = None
-    if bbox is None or bbox.shape != (2, 3) or not np.all(bbox[0] < bbox[1]):
-        raise DatasetError(path, "'bbox' must be [[min x, y, z], [max x, y, z]] with min < max")
-    near, far = meta.get("near", DEFAULT_NEAR), meta.get("far", DEFAULT_FAR)
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (near, far))
-    if not (numbers and 0.0 <= near < far < math.inf):
+    bbox = real_array(meta.get("bbox", DEFAULT_BBOX), path, "'bbox'", (2, 3))
+    if not np.all(bbox[0] < bbox[1]):
         raise DatasetError(
-            path, f"'near' and 'far' must satisfy 0 <= near < far, got {near!r}, {far!r}"
+            path,
+            f"'bbox' must be [[min x, y, z], [max x, y, z]] with min < max, got {bbox.tolist()}",
         )
-    return bbox, float(near), float(far)
+    near = float(real_array(meta.get("near", DEFAULT_NEAR), path, "'near'", ()))
+    far = float(real_array(meta.get("far", DEFAULT_FAR), path, "'far'", ()))
+    if not 0.0 <= near < far:
+        raise DatasetError(
+            path, f"'near' and 'far' must satisfy 0 <= near < far, got {near:g}, {far:g}"
+        )
+    return bbox.astype(np.float32), near, far

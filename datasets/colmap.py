@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from .images import (
+    check_file_name,
+    check_inside,
     downscale_folder,
-    inside,
     load_images,
     one_line,
+    read_file,
     reduced_size_check,
 )
 from .poses import (
@@ -33,7 +35,16 @@ from .poses import (
     quaternion_to_rotation,
     world_to_camera_to_c2w,
 )
-from .scene import DatasetError, SceneData, check_load_args, holdout_splits
+from .scene import (
+    DatasetError,
+    SceneData,
+    check_load_args,
+    check_scene,
+    check_splits,
+    describe,
+    holdout_splits,
+    real_array,
+)
 
 CAMERA_MODELS = {
     0: ("SIMPLE_PINHOLE", 3),
@@ -127,26 +138,30 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
         raise DatasetError(
             root / MODEL_FOLDERS[0], "missing COLMAP model (cameras.bin or cameras.txt)"
         )
-    cameras, images, points = read_model(folder)
+    cameras, images, points = read_model(folder, root)
     ext = ".bin" if (folder / "cameras.bin").is_file() else ".txt"
     size = _shared_size(cameras, images, folder / f"cameras{ext}")
     image_dir, factor = downscale_folder(root, "images", scale)
     files = [_image_file(image_dir, root, im.name, folder / f"images{ext}") for im in images]
+    splits = holdout_splits(len(images), COLMAP_HOLD)
+    check_splits(splits, folder / f"images{ext}")
     says = f"cameras{ext} gives {size[0]}x{size[1]} for camera"
     check = reduced_size_check(
         files, size, factor, image_dir, lambda i: f"{says} {images[i].camera_id}"
     )
-    pixels, masks, (width, height) = load_images(files, scale * factor, background, check)
+    pixels, masks, (width, height) = load_images(
+        files, scale * factor, background, check, root=root
+    )
     intrinsics = np.array([pinhole_intrinsics(cameras[im.camera_id]) for im in images]) / factor
     c2w = np.stack([image_pose(im) for im in images])
     cams = pinhole_cameras(c2w, *intrinsics.T, width, height).scaled(scale * factor)
     _warn_distortion(cameras, {im.camera_id for im in images}, folder / f"cameras{ext}")
     bbox, near, far = _bounds(points, c2w)
-    return SceneData(
+    scene = SceneData(
         images=pixels,
         masks=masks,
         cameras=cams,
-        splits=holdout_splits(len(images), COLMAP_HOLD),
+        splits=splits,
         bbox=bbox,
         near=near,
         far=far,
@@ -154,15 +169,18 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
         root=root,
         names=[f.relative_to(root).as_posix() for f in files],
     )
+    return check_scene(scene, folder / f"images{ext}")
 
 
 def read_model(
-    folder: Path,
+    folder: Path, root: Path | None = None
 ) -> tuple[dict[int, ColmapCamera], list[ColmapImage], np.ndarray | None]:
     """Cameras by id, images sorted by name and ``[P, 3]`` points (None without a points file).
 
-    Reads ``.bin`` files when ``cameras.bin`` exists, else ``.txt``.
+    Reads ``.bin`` files when ``cameras.bin`` exists, else ``.txt``. Every file must
+    resolve inside ``root`` (default: ``folder``).
     """
+    root = folder if root is None else root
     binary = (folder / "cameras.bin").is_file()
     ext = ".bin" if binary else ".txt"
     paths = {name: folder / f"{name}{ext}" for name in ("cameras", "images", "points3D")}
@@ -170,16 +188,17 @@ def read_model(
         if not paths[name].is_file():
             raise DatasetError(paths[name], f"missing {paths[name].name}")
     if binary:
-        cameras = _cameras_binary(paths["cameras"])
-        images = _images_binary(paths["images"])
+        cameras = _cameras_binary(paths["cameras"], root)
+        images = _images_binary(paths["images"], root)
     else:
-        cameras = _cameras_text(paths["cameras"])
-        images = _images_text(paths["images"])
+        cameras = _cameras_text(paths["cameras"], root)
+        images = _images_text(paths["images"], root)
     points = None
     if paths["points3D"].is_file():
-        points = (_points_binary if binary else _points_text)(paths["points3D"])
+        points = (_points_binary if binary else _points_text)(paths["points3D"], root)
     if not images:
         raise DatasetError(paths["images"], "lists no images")
+    _check_unique(images, paths["images"])
     for im in images:
         if im.camera_id not in cameras:
             raise DatasetError(
@@ -205,7 +224,26 @@ def pinhole_intrinsics(camera: ColmapCamera) -> tuple[float, float, float, float
     return p[0], p[0], p[1], p[2]
 
 
+def _check_unique(images: list[ColmapImage], path: Path) -> None:
+    """Two entries for one image file would train on it twice and split it both ways."""
+    first = {}
+    for im in images:
+        other = first.setdefault(os.path.normpath(im.name), im.id)
+        if other != im.id:
+            raise DatasetError(
+                path, f"image {describe(im.name)} is listed twice (image ids {other} and {im.id})"
+            )
+
+
+def _add_camera(cameras: dict, camera: ColmapCamera, path: Path, where: str) -> None:
+    """Check ``camera`` and add it to ``cameras``, refusing a second camera with its id."""
+    if camera.id in cameras:
+        raise DatasetError(path, f"{where}: camera id {camera.id} is defined twice")
+    cameras[camera.id] = _check_camera(camera, path, where)
+
+
 def _check_camera(camera: ColmapCamera, path: Path, where: str) -> ColmapCamera:
+    real_array(camera.params, path, f"{where}: camera parameters")
     if camera.model not in SUPPORTED_MODELS:
         raise DatasetError(
             path,
@@ -217,17 +255,14 @@ def _check_camera(camera: ColmapCamera, path: Path, where: str) -> ColmapCamera:
             path, f"{where}: image size must be positive, got {camera.width}x{camera.height}"
         )
     fx, fy, _, _ = pinhole_intrinsics(camera)
-    if not (np.all(np.isfinite(camera.params)) and fx > 0 and fy > 0):
-        raise DatasetError(
-            path, f"{where}: focal lengths must be positive and all parameters finite"
-        )
+    if not (fx > 0 and fy > 0):
+        raise DatasetError(path, f"{where}: focal lengths must be positive, got {fx:g}, {fy:g}")
     return camera
 
 
 def _check_quaternion(im: ColmapImage, path: Path) -> None:
-    q, t = np.asarray(im.qvec), np.asarray(im.tvec)
-    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
-        raise DatasetError(path, f"image {im.name!r}: pose has non-finite values")
+    q = real_array(im.qvec, path, f"image {describe(im.name)}: quaternion (qw, qx, qy, qz)")
+    real_array(im.tvec, path, f"image {describe(im.name)}: translation (tx, ty, tz)")
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > _QUATERNION_TOL:
         raise DatasetError(
@@ -247,9 +282,11 @@ def _shared_size(cameras: dict, images: list[ColmapImage], path: Path) -> tuple[
 
 
 def _image_file(folder: Path, root: Path, name: str, source: Path) -> Path:
-    path = folder / os.path.normpath(name)
-    if not inside(path, root):
-        raise DatasetError(source, f"image name {name!r} points outside the dataset folder")
+    path = folder / os.path.normpath(check_file_name(name, source, "image name"))
+    try:
+        check_inside(path, root)
+    except DatasetError as e:  # name the model file that lists it, as for a missing file
+        raise DatasetError(source, f"image name {describe(name)} {e.problem}") from None
     if not path.is_file():
         raise DatasetError(path, f"image file not found (listed in {source.name})")
     return path
@@ -273,11 +310,13 @@ def distortion(camera: ColmapCamera) -> tuple[float, ...]:
 
 def _bounds(points: np.ndarray | None, c2w: np.ndarray) -> tuple[np.ndarray, float, float]:
     centers = c2w[:, :, 3]
-    if points is None or len(points) == 0:
+    no_points = points is None or len(points) == 0
+    lo, hi = (0.0, 0.0) if no_points else np.percentile(points, [0.5, 99.5], axis=0)
+    if not np.max(hi - lo) > 0:  # no points, or all in one place: no box to speak of
         bbox = camera_box(centers)
         return (bbox, *box_bounds(centers, bbox))
-    lo, hi = np.percentile(points, [0.5, 99.5], axis=0)
-    pad = 0.05 * (hi - lo)
+    # A flat side (a planar capture) gets a little depth, so the box is never empty.
+    pad = np.maximum(0.05 * (hi - lo), 0.01 * np.max(hi - lo))
     bbox = np.stack([lo - pad, hi + pad]).astype(np.float32)
     sample = points[:: max(1, len(points) // 100_000)]
     nears, fars = [], []
@@ -296,16 +335,14 @@ def _bounds(points: np.ndarray | None, c2w: np.ndarray) -> tuple[np.ndarray, flo
 # ---- text files ---------------------------------------------------------------------------
 
 
-def _data_lines(path: Path):
+def _data_lines(path: Path, root: Path) -> list[tuple[int, str]]:
     """``(line number, stripped line)`` of every non-comment line, blank ones included."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line.startswith("#"):
-            yield number, line
+        text = read_file(path, root).decode("utf-8-sig")  # editors on Windows add a BOM
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, f"not UTF-8 text ({one_line(e)})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    return [(n, line) for n, line in lines if not line.startswith("#")]
 
 
 def _numbers(fields: list[str], kind, path: Path, number: int, layout: str) -> list:
@@ -317,10 +354,10 @@ def _numbers(fields: list[str], kind, path: Path, number: int, layout: str) -> l
         ) from None
 
 
-def _cameras_text(path: Path) -> dict[int, ColmapCamera]:
+def _cameras_text(path: Path, root: Path) -> dict[int, ColmapCamera]:
     layout = "'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'"
     cameras = {}
-    for number, line in _data_lines(path):
+    for number, line in _data_lines(path, root):
         fields = line.split()
         if not fields:
             continue
@@ -339,16 +376,15 @@ def _cameras_text(path: Path) -> dict[int, ColmapCamera]:
                 f"line {number}: camera model {model} needs {MODEL_IDS[model][1]} parameters, "
                 f"got {len(params)}",
             )
-        cameras[cam_id] = _check_camera(
-            ColmapCamera(cam_id, model, width, height, tuple(params)), path, f"line {number}"
-        )
+        camera = ColmapCamera(cam_id, model, width, height, tuple(params))
+        _add_camera(cameras, camera, path, f"line {number}")
     return cameras
 
 
-def _images_text(path: Path) -> list[ColmapImage]:
+def _images_text(path: Path, root: Path) -> list[ColmapImage]:
     """Two lines per image: the pose line, then its 2D points (possibly blank)."""
     layout = "'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME'"
-    images, lines = [], _data_lines(path)
+    images, lines = [], iter(_data_lines(path, root))
     for number, line in lines:
         fields = line.split()
         if not fields:
@@ -363,21 +399,31 @@ def _images_text(path: Path) -> list[ColmapImage]:
                 image_id, tuple(values[:4]), tuple(values[4:]), camera_id, " ".join(fields[9:])
             )
         )
-        next(lines, None)
+        points_line = next(lines, (number + 1, ""))
+        # A pose line where the POINTS2D line should be (one left out by hand) would
+        # silently drop every other image; POINTS2D holds (X, Y, POINT3D_ID) triples.
+        if len(points_line[1].split()) % 3:
+            raise DatasetError(
+                path,
+                f"line {points_line[0]}: expected the POINTS2D line of image {image_id} "
+                "(X Y POINT3D_ID triples, or a blank line)",
+            )
     return images
 
 
-def _points_text(path: Path) -> np.ndarray:
+def _points_text(path: Path, root: Path) -> np.ndarray:
     layout = "'POINT3D_ID X Y Z R G B ERROR TRACK...'"
-    rows = []
-    for number, line in _data_lines(path):
+    rows, numbers = [], []
+    for number, line in _data_lines(path, root):
         fields = line.split()
         if not fields:
             continue
         if len(fields) < 8:
             raise DatasetError(path, f"line {number}: expected {layout}, got {line!r}")
         rows.append(_numbers(fields[1:4], float, path, number, layout))
-    return np.asarray(rows, np.float64).reshape(-1, 3)
+        numbers.append(number)
+    xyz = np.asarray(rows, np.float64).reshape(-1, 3)
+    return real_array(xyz, path, "point X Y Z", row=lambda k: f"line {numbers[k]}: ")
 
 
 # ---- binary files (little-endian, as COLMAP writes them) ----------------------------------
@@ -386,11 +432,8 @@ def _points_text(path: Path) -> np.ndarray:
 class _Reader:
     """Sequential ``struct`` reads that name the file and offset when it ends too soon."""
 
-    def __init__(self, path: Path):
-        try:
-            self.data = path.read_bytes()
-        except OSError as e:
-            raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
+    def __init__(self, path: Path, root: Path):
+        self.data = read_file(path, root)
         self.path, self.pos = path, 0
 
     def take(self, fmt: str) -> tuple:
@@ -418,8 +461,8 @@ class _Reader:
         return text
 
 
-def _cameras_binary(path: Path) -> dict[int, ColmapCamera]:
-    reader, cameras = _Reader(path), {}
+def _cameras_binary(path: Path, root: Path) -> dict[int, ColmapCamera]:
+    reader, cameras = _Reader(path, root), {}
     (count,) = reader.take("Q")
     for _ in range(count):
         cam_id, model_id, width, height = reader.take("iiQQ")
@@ -427,14 +470,13 @@ def _cameras_binary(path: Path) -> dict[int, ColmapCamera]:
             raise DatasetError(path, f"camera {cam_id}: unknown camera model id {model_id}")
         model, n = CAMERA_MODELS[model_id]
         params = reader.take("d" * n)
-        cameras[cam_id] = _check_camera(
-            ColmapCamera(cam_id, model, width, height, params), path, f"camera {cam_id}"
-        )
+        camera = ColmapCamera(cam_id, model, width, height, params)
+        _add_camera(cameras, camera, path, f"camera {cam_id}")
     return cameras
 
 
-def _images_binary(path: Path) -> list[ColmapImage]:
-    reader, images = _Reader(path), []
+def _images_binary(path: Path, root: Path) -> list[ColmapImage]:
+    reader, images = _Reader(path, root), []
     (count,) = reader.take("Q")
     for _ in range(count):
         image_id, *values, camera_id = reader.take("idddddddi")
@@ -445,8 +487,8 @@ def _images_binary(path: Path) -> list[ColmapImage]:
     return images
 
 
-def _points_binary(path: Path) -> np.ndarray:
-    reader = _Reader(path)
+def _points_binary(path: Path, root: Path) -> np.ndarray:
+    reader = _Reader(path, root)
     (count,) = reader.take("Q")
     if count * 51 > len(reader.data):  # 43 bytes of point, 8 of track length, at least
         raise DatasetError(
@@ -457,4 +499,4 @@ def _points_binary(path: Path) -> np.ndarray:
         xyz[k] = reader.take("QdddBBBd")[1:4]
         (track,) = reader.take("Q")
         reader.skip(8 * track)  # (image_id, point2D_idx) as "ii" each
-    return xyz
+    return real_array(xyz, path, "point X Y Z", row=lambda k: f"point {k}: ")

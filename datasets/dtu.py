@@ -7,12 +7,13 @@ masked metrics, never composited), and the standard few-shot DTU split ids.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .images import find_images, load_images, one_line, read_image
+from .images import find_images, load_images, one_line, read_file, read_image
 from .poses import (
     CameraModelWarning,
     box_bounds,
@@ -20,7 +21,14 @@ from .poses import (
     opencv_to_opengl,
     pinhole_cameras,
 )
-from .scene import DatasetError, SceneData, check_load_args
+from .scene import (
+    DatasetError,
+    SceneData,
+    check_load_args,
+    check_scene,
+    check_splits,
+    real_array,
+)
 
 # The PixelNeRF split of the 49-view DTU scans used by RegNeRF, FreeNeRF and later
 # few-shot papers (RegNeRF, google-research/regnerf/internal/datasets.py,
@@ -102,7 +110,9 @@ def load_dtu(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
         (root / n for n in CAMERA_FILES if (root / n).is_file()), root / CAMERA_FILES[0]
     )
     files = _image_files(root / "image")
-    intrinsics, c2w = _read_cameras(cam_path, files)
+    splits = dtu_splits(len(files))
+    check_splits(splits, root / "image")
+    intrinsics, c2w = _read_cameras(cam_path, files, root)
 
     def check(i: int, width: int, height: int) -> None:
         for axis, size in (("cx", width), ("cy", height)):
@@ -114,21 +124,21 @@ def load_dtu(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
                     f"{axis}={value:g}, which implies a size of about {2 * value:g} px",
                 )
 
-    images, masks, (width, height) = load_images(files, scale, background, check)
+    images, masks, (width, height) = load_images(files, scale, background, check, root=root)
     fx, fy, cx, cy = intrinsics.T
     cameras = pinhole_cameras(opencv_to_opengl(c2w), fx, fy, cx, cy, width, height).scaled(scale)
     object_masks = None
     if (root / "mask").is_dir():
         object_masks = _load_masks(
-            root / "mask", files, width, height, cameras.width, cameras.height
+            root, files, width, height, cameras.width, cameras.height
         )
     bbox = np.asarray(DTU_BBOX, np.float32)
     near, far = box_bounds(np.asarray(cameras.centers), bbox)
-    return SceneData(
+    scene = SceneData(
         images=images,
         masks=masks,
         cameras=cameras,
-        splits=dtu_splits(len(files)),
+        splits=splits,
         bbox=bbox,
         near=near,
         far=far,
@@ -137,6 +147,7 @@ def load_dtu(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData:
         names=[f.relative_to(root).as_posix() for f in files],
         object_masks=object_masks,
     )
+    return check_scene(scene, cam_path)
 
 
 def dtu_splits(num_images: int) -> dict[str, np.ndarray]:
@@ -163,12 +174,13 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_cameras(path: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+def _read_cameras(path: Path, files: list[Path], root: Path) -> tuple[np.ndarray, np.ndarray]:
     """``[N, 4]`` (fx, fy, cx, cy) at full resolution and OpenCV camera-to-world ``[N, 3, 4]``."""
     if not path.is_file():
         raise DatasetError(path, f"missing {path.name}")
+    data = read_file(path, root)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {key: np.asarray(npz[key]) for key in npz.files}
     except Exception as e:  # zipfile / numpy raise many types for a damaged archive
         raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
@@ -195,16 +207,16 @@ def _projection(arrays: dict, i: int, path: Path, image: Path) -> np.ndarray:
         raise DatasetError(path, f"missing '{key}' (for {image.parent.name}/{image.name})")
     mats = {}
     for name, shapes in ((key, ((3, 4), (4, 4))), (f"scale_mat_{i}", ((4, 4),))):
-        m = arrays.get(name, np.eye(4))
-        if m.shape not in shapes or not np.issubdtype(m.dtype, np.number):
+        m = real_array(arrays.get(name, np.eye(4)), path, f"'{name}'")
+        if m.shape not in shapes:
             wanted = " or ".join(f"{a}x{b}" for a, b in shapes)
             raise DatasetError(
                 path, f"'{name}' must be a numeric {wanted} matrix, got shape {m.shape}"
             )
-        if not np.all(np.isfinite(m)):
-            raise DatasetError(path, f"'{name}' has non-finite values")
-        mats[name] = m.astype(np.float64)
-    proj = (mats[key][:3] @ mats[f"scale_mat_{i}"])[:3]
+        mats[name] = m
+    with np.errstate(all="ignore"):  # an overflowing product is reported below
+        proj = (mats[key][:3] @ mats[f"scale_mat_{i}"])[:3]
+    proj = real_array(proj, path, f"'{key}' @ 'scale_mat_{i}'")
     if np.linalg.cond(proj[:, :3]) > 1e12:
         raise DatasetError(
             path,
@@ -215,9 +227,11 @@ def _projection(arrays: dict, i: int, path: Path, image: Path) -> np.ndarray:
 
 
 def _load_masks(
-    folder: Path, files: list[Path], width: int, height: int, out_w: int, out_h: int
+    root: Path, files: list[Path], width: int, height: int, out_w: int, out_h: int
 ) -> np.ndarray:
-    """``[N, out_h, out_w]`` float32 {0, 1} object masks, nearest-sampled from full size."""
+    """``[N, out_h, out_w]`` float32 {0, 1} object masks of ``root/mask``, nearest-sampled
+    from full size."""
+    folder = root / "mask"
     masks = find_images(folder)
     if len(masks) != len(files):
         raise DatasetError(
@@ -228,7 +242,7 @@ def _load_masks(
     cols = np.floor(np.arange(out_w) * (width / out_w)).astype(int)
     out = np.empty((len(masks), out_h, out_w), np.float32)
     for i, path in enumerate(masks):
-        pixels = read_image(path)
+        pixels = read_image(path, root)
         if pixels.shape[:2] != (height, width):
             raise DatasetError(
                 path,

@@ -7,6 +7,7 @@ folder for a scale factor, the every-8th-image test split, and the NDC flag.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,19 @@ from .images import (
     find_images,
     load_images,
     one_line,
+    read_file,
     reduced_size_check,
 )
 from .poses import check_rotation, frustum_box, llff_to_opengl, pinhole_cameras
-from .scene import DatasetError, SceneData, check_load_args, holdout_splits
+from .scene import (
+    DatasetError,
+    SceneData,
+    check_load_args,
+    check_scene,
+    check_splits,
+    holdout_splits,
+    real_array,
+)
 
 LLFF_HOLD = 8
 """Every 8th image (0, 8, 16, ...) is a test image (NeRF's and RegNeRF's ``llffhold``)."""
@@ -62,28 +72,36 @@ def load_llff(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData
     if not root.is_dir():
         raise DatasetError(root, "not a folder")
     path = root / "poses_bounds.npy"
-    c2w, hwf, bounds = read_poses_bounds(path)
-    s = 1.0 / (bounds.min() * BD_FACTOR)
-    c2w[:, :, 3] *= s
-    bounds = bounds * s
-    c2w = recenter_poses(c2w)
+    c2w, hwf, bounds = read_poses_bounds(path, root)
+    with np.errstate(all="ignore"):  # overflow and degenerate averages are reported below
+        s = 1.0 / (bounds.min() * BD_FACTOR)
+        c2w[:, :, 3] *= s
+        bounds = bounds * s
+        c2w = recenter_poses(c2w)
+    what = "pose after the bd_factor rescale and recentring (tiny or huge values?)"
+    c2w = real_array(c2w, path, what, row=_image_row)
+    bounds = real_array(bounds, path, "near/far bounds after the bd_factor rescale")
 
     folder, factor = downscale_folder(root, "images", scale)
     files = _image_files(folder, len(c2w), path)
+    splits = holdout_splits(len(files), LLFF_HOLD)
+    check_splits(splits, path)
     full_h, full_w = (int(round(v)) for v in hwf[0, :2])
 
     says = f"{path.name} gives {full_w}x{full_h}"
     check = reduced_size_check(files, (full_w, full_h), factor, folder, lambda i: says)
-    images, masks, (width, height) = load_images(files, scale * factor, background, check)
+    images, masks, (width, height) = load_images(
+        files, scale * factor, background, check, root=root
+    )
     cameras = pinhole_cameras(
         c2w, hwf[:, 2] / factor, hwf[:, 2] / factor, width / 2, height / 2, width, height
     ).scaled(scale * factor)
     near, far = 0.9 * float(bounds.min()), float(bounds.max())
-    return SceneData(
+    scene = SceneData(
         images=images,
         masks=masks,
         cameras=cameras,
-        splits=holdout_splits(len(files), LLFF_HOLD),
+        splits=splits,
         bbox=frustum_box(cameras, near, far),
         near=near,
         far=far,
@@ -92,10 +110,11 @@ def load_llff(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneData
         names=[f.relative_to(root).as_posix() for f in files],
         ndc=True,
     )
+    return check_scene(scene, path)
 
 
-def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated contents of ``poses_bounds.npy``.
+def read_poses_bounds(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated contents of ``poses_bounds.npy`` (a file inside ``root``).
 
     Returns:
         OpenGL camera-to-world ``[N, 3, 4]`` float64 (not yet rescaled or recentred),
@@ -104,36 +123,33 @@ def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DatasetError(path, "missing poses_bounds.npy")
     try:
-        raw = np.load(path, allow_pickle=False)
+        raw = np.load(io.BytesIO(read_file(path, root)), allow_pickle=False)
+    except DatasetError:
+        raise
     except Exception as e:  # numpy raises ValueError, OSError, EOFError, ... for bad files
         raise DatasetError(path, f"cannot read file ({one_line(e)})") from None
-    if (
-        raw.ndim != 2
-        or raw.shape[1] != 17
-        or raw.shape[0] == 0
-        or not np.issubdtype(raw.dtype, np.number)
-    ):
-        raise DatasetError(
-            path,
-            f"expected an N x 17 numeric array (3x5 pose [R | t | hwf] and near, far per image), "
-            f"got shape {raw.shape} of {raw.dtype}",
-        )
-    raw = raw.astype(np.float64)
+    layout = "contents (3x5 pose [R | t | hwf] and near, far per image)"
+    if not isinstance(raw, np.ndarray):  # np.load gives an NpzFile for a zip archive
+        raise DatasetError(path, f"{layout} must be an array, got an .npz archive")
+    raw = real_array(raw, path, layout, (None, 17), finite=False)
+    if len(raw) == 0:
+        raise DatasetError(path, "holds no images (0 rows)")
+    poses = raw[:, :15].reshape(-1, 3, 5)
+    real_array(poses[:, :, :4], path, "pose [R | t]", row=_image_row)
+    real_array(poses[:, :, 4], path, "height, width, focal", row=_image_row)
+    real_array(raw[:, 15:], path, "near/far bounds", row=_image_row)
     for k, row in enumerate(raw):
-        if not np.all(np.isfinite(row)):
-            raise DatasetError(path, f"image {k}: non-finite values")
-        pose = row[:15].reshape(3, 5)
-        check_rotation(pose[:, :3], path, f"image {k}")
-        if not np.all(pose[:, 4] > 0):
+        check_rotation(poses[k, :, :3], path, f"image {k}")
+        if not np.all(poses[k, :, 4] > 0):
             raise DatasetError(
                 path,
-                f"image {k}: height, width and focal must be positive, got {pose[:, 4].tolist()}",
+                f"image {k}: height, width and focal must be positive, "
+                f"got {poses[k, :, 4].tolist()}",
             )
         if not 0 < row[15] < row[16]:
             raise DatasetError(
                 path, f"image {k}: bounds must satisfy 0 < near < far, got {row[15]:g}, {row[16]:g}"
             )
-    poses = raw[:, :15].reshape(-1, 3, 5)
     if not np.allclose(poses[:, :2, 4], poses[0, :2, 4]):
         raise DatasetError(
             path, "images have different heights / widths (all images must share one size)"
@@ -156,6 +172,11 @@ def recenter_poses(c2w: np.ndarray) -> np.ndarray:
     avg[:3] = np.stack([x, y, z, center], axis=1)
     homog = np.concatenate([c2w, np.broadcast_to([0.0, 0.0, 0.0, 1.0], (len(c2w), 1, 4))], axis=1)
     return (np.linalg.inv(avg) @ homog)[:, :3]
+
+
+def _image_row(k: int) -> str:
+    """Names row ``k`` of ``poses_bounds.npy`` in a message."""
+    return f"image {k}: "
 
 
 def _normalize(v: np.ndarray) -> np.ndarray:

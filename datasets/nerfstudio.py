@@ -25,7 +25,15 @@ from .blender import (
     _scene_bounds,
 )
 from .poses import CameraModelWarning, box_bounds, camera_box
-from .scene import DatasetError, SceneData, check_load_args
+from .scene import (
+    DatasetError,
+    SceneData,
+    check_load_args,
+    check_scene,
+    check_splits,
+    describe,
+    real_array,
+)
 
 TRAIN_FRACTION = 0.9
 """nerfstudio's default ``train_split_fraction`` when the file lists no split."""
@@ -71,16 +79,19 @@ def load_nerfstudio(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> Sce
     root = path.parent
     if not path.is_file():
         raise DatasetError(path, "missing transforms.json")
-    meta = _read_json(path)
+    meta = _read_json(path, root)
+    if not isinstance(meta.get("frames", []), list):
+        raise DatasetError(path, f"'frames' must be a list, got {describe(meta['frames'])}")
     _check_camera_models(meta, path)
     frames = sorted(_parse_frames(meta, path, root), key=lambda f: f.name)
     if not frames:
         raise DatasetError(path, "'frames' is empty")
     splits = _splits(meta, path, [f.name for f in frames])
+    check_splits(splits, path)
     centers = np.stack([f.c2w[:3, 3] for f in frames])
     bbox, near, far = _bounds(meta, path, centers)
-    images, masks, (width, height) = _load_images(frames, scale, background)
-    return SceneData(
+    images, masks, (width, height) = _load_images(frames, scale, background, root)
+    scene = SceneData(
         images=images,
         masks=masks,
         cameras=_make_cameras(frames, width, height).scaled(scale),
@@ -92,6 +103,7 @@ def load_nerfstudio(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> Sce
         root=root,
         names=[f.name for f in frames],
     )
+    return check_scene(scene, path)
 
 
 def _check_camera_models(meta: dict, path: Path) -> None:
@@ -99,11 +111,11 @@ def _check_camera_models(meta: dict, path: Path) -> None:
     entries = [meta] + [f for f in meta.get("frames", []) if isinstance(f, dict)]
     for entry in entries:
         model = entry.get("camera_model", "OPENCV")
-        if model not in PINHOLE_MODELS:
+        if not isinstance(model, str) or model not in PINHOLE_MODELS:
             raise DatasetError(
                 path,
-                f"camera_model {model!r} is not supported (sparsefield uses pinhole cameras; "
-                f"expected one of {', '.join(PINHOLE_MODELS)})",
+                f"camera_model {describe(model)} is not supported (sparsefield uses pinhole "
+                f"cameras; expected one of {', '.join(PINHOLE_MODELS)})",
             )
     used = sorted({k for e in entries for k in DISTORTION_KEYS if _nonzero(e.get(k))})
     if used:
@@ -146,7 +158,9 @@ def _splits(meta: dict, path: Path, names: list[str]) -> dict[str, np.ndarray]:
         for entry in entries:
             found = index.get(os.path.normpath(entry.removeprefix("./")))
             if found is None:
-                raise DatasetError(path, f"'{key}' lists {entry!r}, which no frame has")
+                raise DatasetError(path, f"'{key}' lists {describe(entry)}, which no frame has")
+            if found in ids:
+                raise DatasetError(path, f"'{key}' lists {describe(entry)} twice")
             ids.append(found)
         splits[split] = np.asarray(ids, np.int64)
     if len(splits["test"]) == 0:
@@ -173,16 +187,13 @@ def _ngp_box(meta: dict, path: Path) -> np.ndarray:
     ngp maps a NeRF point ``p`` to ``p * scale + offset`` (then cycles the axes, which
     leaves its cube unchanged) and bounds the scene by the cube ``0.5 +- aabb_scale / 2``.
     """
-    try:
-        aabb = float(meta["aabb_scale"])
-        s = float(meta.get("scale", NGP_SCALE))
-        offset = np.asarray(meta.get("offset", NGP_OFFSET), np.float64).reshape(3)
-    except (TypeError, ValueError):
+    aabb = float(real_array(meta["aabb_scale"], path, "'aabb_scale'", ()))
+    s = float(real_array(meta.get("scale", NGP_SCALE), path, "'scale'", ()))
+    offset = real_array(meta.get("offset", NGP_OFFSET), path, "'offset'", (3,))
+    if not (aabb > 0 and s > 0):
         raise DatasetError(
-            path, "'aabb_scale', 'scale' and 'offset' must be numbers (offset: 3 of them)"
-        ) from None
-    if not (aabb > 0 and s > 0 and np.all(np.isfinite(offset))):
-        raise DatasetError(path, f"'aabb_scale' and 'scale' must be positive, got {aabb:g}, {s:g}")
+            path, f"'aabb_scale' and 'scale' must be positive, got {aabb:g}, {s:g}"
+        )
     return np.stack([(0.5 - aabb / 2 - offset) / s, (0.5 + aabb / 2 - offset) / s]).astype(
         np.float32
     )

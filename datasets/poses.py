@@ -125,18 +125,23 @@ def decompose_projection(proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pinhole_cameras(c2w, fx, fy, cx, cy, width: int, height: int) -> Cameras:
-    """float32 numpy `Cameras` from per-camera ``[C, 3, 4]`` OpenGL poses and intrinsics."""
-    c2w = np.asarray(c2w, np.float32)[..., :3, :4]
-    ones = np.ones(len(c2w), np.float32)
-    return Cameras(
-        c2w=c2w,
-        fx=(np.asarray(fx, np.float32) * ones),
-        fy=(np.asarray(fy, np.float32) * ones),
-        cx=(np.asarray(cx, np.float32) * ones),
-        cy=(np.asarray(cy, np.float32) * ones),
-        width=int(width),
-        height=int(height),
-    )
+    """float32 numpy `Cameras` from per-camera ``[C, 3, 4]`` OpenGL poses and intrinsics.
+
+    Values beyond float32's range become inf without a warning: the loaders report them
+    as bad input (`check_scene`).
+    """
+    with np.errstate(over="ignore"):
+        c2w = np.asarray(c2w, np.float32)[..., :3, :4]
+        ones = np.ones(len(c2w), np.float32)
+        return Cameras(
+            c2w=c2w,
+            fx=(np.asarray(fx, np.float32) * ones),
+            fy=(np.asarray(fy, np.float32) * ones),
+            cx=(np.asarray(cx, np.float32) * ones),
+            cy=(np.asarray(cy, np.float32) * ones),
+            width=int(width),
+            height=int(height),
+        )
 
 
 def camera_box(centers: np.ndarray) -> np.ndarray:

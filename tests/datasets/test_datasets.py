@@ -277,7 +277,7 @@ BAD_INPUTS = {
     "bad fov": (
         lambda root: _edit(root, "train", lambda m: m.update(camera_angle_x="wide")),
         "transforms_train.json",
-        "'camera_angle_x' must be an angle in (0, pi) radians, got 'wide'",
+        "'camera_angle_x' must be a number, got 'wide'",
     ),
     "no file_path": (
         lambda root: _edit(root, "train", lambda m: m["frames"][2].pop("file_path")),
@@ -287,17 +287,17 @@ BAD_INPUTS = {
     "3x4 matrix": (
         _matrix(lambda m: m[:3].tolist()),
         "transforms_train.json",
-        "frame 1: transform_matrix is not a 4x4 numeric matrix",
+        "frame 1: transform_matrix must be a 4x4 numeric matrix, got shape (3, 4)",
     ),
     "ragged matrix": (
         _matrix(lambda m: [[1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
         "transforms_train.json",
-        "not a 4x4 numeric",
+        "must be a 4x4 numeric matrix",
     ),
     "text matrix": (
         _matrix(lambda m: [["a"] * 4] * 4),
         "transforms_train.json",
-        "not a 4x4 numeric",
+        "must be a 4x4 numeric matrix",
     ),
     "scaled rotation": (
         _matrix(lambda m: (m * [[2], [2], [2], [1]]).tolist()),
@@ -335,16 +335,16 @@ BAD_INPUTS = {
         "r_2.png",
         "image is 10x6 but r_0.png is 8x6 (all images must share one size)",
     ),
-    "outside path": (_outside_path, "transforms_train.json", "points outside the dataset folder"),
+    "outside path": (_outside_path, "transforms_train.json", "resolves outside the dataset folder"),
     "outside symlink": (
         _outside_symlink,
         "transforms_train.json",
-        "points outside the dataset folder",
+        "resolves outside the dataset folder",
     ),
     "empty train": (
         lambda root: _edit(root, "train", lambda m: m.update(frames=[])),
         "transforms_train.json",
-        "the train split has no frames",
+        "the train split is empty",
     ),
     "bad bbox": (
         lambda root: _edit(root, "train", lambda m: m.update(bbox=[[1, 1, 1], [0, 0, 0]])),

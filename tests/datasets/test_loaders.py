@@ -493,7 +493,7 @@ BAD_INPUTS = {
         _edit_poses(lambda raw: raw[:, :16]),
         load_llff,
         "poses_bounds.npy",
-        "expected an N x 17",
+        "must be an Nx17 numeric matrix, got shape (3, 16)",
     ),
     "llff non-rigid": (
         _llff,
@@ -683,7 +683,7 @@ BAD_INPUTS = {
         _write("sparse/0/images.txt", "1 1 0 0 0 0 0 5 1 ../../x.png\n\n"),
         load_colmap,
         "images.txt",
-        "points outside the dataset folder",
+        "image name '../../x.png' resolves outside the dataset folder",
     ),
     "colmap size": (
         _colmap(True),
