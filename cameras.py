@@ -180,3 +180,79 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     cam_up = np.cross(right, forward)
     rot = np.stack([right, cam_up, -forward], axis=1)
     return np.concatenate([rot, eye[:, None]], axis=1).astype(np.float32)
+
+
+def project_points(points: np.ndarray, cameras: Cameras, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates ``(u, v)`` (column, row; pixel centres at ``+0.5``) and view
+    depth (distance along the camera's -Z axis) of world ``points [M, 3]`` in camera
+    ``k``, in numpy (float64)."""
+    c2w = np.asarray(cameras.c2w[k], np.float64)
+    local = (np.asarray(points, np.float64) - c2w[:3, 3]) @ c2w[:3, :3]  # world -> camera
+    depth = -local[:, 2]
+    safe = np.maximum(depth, 1e-6)
+    u = float(cameras.fx[k]) * local[:, 0] / safe + float(cameras.cx[k])
+    v = -float(cameras.fy[k]) * local[:, 1] / safe + float(cameras.cy[k])
+    return u, v, depth
+
+
+def look_at_jnp(
+    eye: Float[Array, "N 3"], target: Float[Array, "N 3"], up: Float[Array, "N 3"]
+) -> Float[Array, "N 3 4"]:
+    """`look_at` for batches inside jit: ``[N, 3, 4]`` camera-to-world matrices at ``eye``
+    looking at ``target`` (OpenGL axes: the camera looks down -Z)."""
+    unit = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    forward = unit(target - eye)
+    right = unit(jnp.cross(forward, up))
+    cam_up = jnp.cross(right, forward)
+    rot = jnp.stack([right, cam_up, -forward], axis=-1)
+    return jnp.concatenate([rot, eye[..., None]], axis=-1)
+
+
+def unseen_poses(
+    keys: tuple[jax.Array, jax.Array, jax.Array],
+    c2w: Float[Array, "N 3 4"],
+    center: Float[Array, " 3"],
+    scale: float,
+    angle_jitter: float,
+    radius_jitter: float,
+    target_jitter: float,
+) -> Float[Array, "N 3 4"]:
+    """Poses near given cameras, looking at the scene (RegNeRF's unseen views, sec. 3.2).
+
+    For each camera with centre ``c`` and ``r = |c - o|`` (``o``: the scene ``center``),
+    the new camera sits at ``o + r (1 + radius_jitter u) normalize((c - o) / r +
+    angle_jitter n)`` (``u ~ U[-1, 1]``, ``n ~ N(0, I)``: a move on the sphere through
+    ``c`` and along the ray towards ``o``) and looks at ``o + scale target_jitter n'``
+    with the camera's own up vector.
+
+    Args:
+        keys: ``(k_direction, k_radius, k_target)``.
+        c2w: the cameras the new poses start from.
+        scale: length the target jitter is relative to (the box diagonal).
+    """
+    k_dir, k_rad, k_tgt = keys
+    n = c2w.shape[0]
+    offset = c2w[:, :3, 3] - center
+    radius = jnp.linalg.norm(offset, axis=-1, keepdims=True)
+    direction = offset / radius + angle_jitter * jax.random.normal(k_dir, (n, 3))
+    direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
+    radius = radius * (1.0 + radius_jitter * jax.random.uniform(k_rad, (n, 1), minval=-1.0, maxval=1.0))
+    eye = center + radius * direction
+    target = center + scale * target_jitter * jax.random.normal(k_tgt, (n, 3))
+    return look_at_jnp(eye, target, c2w[:, :3, 1])
+
+
+def orbit_cameras(train: Cameras, target, frames: int) -> Cameras:
+    """An orbit of ``frames`` cameras around ``target`` at the ``train`` cameras' mean
+    distance and elevation, about their mean up vector, with the first one's intrinsics."""
+    centers = np.asarray(train.centers)
+    up = np.asarray(train.c2w)[:, :3, 1].mean(0)
+    up /= np.linalg.norm(up)
+    offsets = centers - np.asarray(target)
+    radius = float(np.linalg.norm(offsets, axis=-1).mean())
+    elev = float(np.degrees(np.arcsin(np.clip((offsets @ up) / np.linalg.norm(offsets, axis=-1), -1, 1))).mean())
+    poses = orbit_poses(target, radius, elev, frames, up)
+    ref = train[0]
+    n = len(poses)
+    return Cameras(poses, *(np.full(n, np.asarray(v), np.float32) for v in (ref.fx, ref.fy, ref.cx, ref.cy)),
+                   width=ref.width, height=ref.height)

@@ -57,7 +57,7 @@ def ensure_fast_malloc() -> None:
 
 def main() -> None:
     ensure_fast_malloc()
-    from sparsefield.train import main as cli_main
+    from .cli import main as cli_main
 
     cli_main()
 

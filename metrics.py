@@ -62,7 +62,7 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
+def gaussian_window(size: int, sigma: float) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     w = np.exp(-0.5 * (x / sigma) ** 2)
     return w / w.sum()
@@ -98,7 +98,7 @@ def ssim(pred: Float[Array, "*B H W 3"], gt: Float[Array, "*B H W 3"]) -> Float[
       [...] SSIM per image, 1 for identical images.
     """
     x, y = jnp.asarray(pred, jnp.float32), jnp.asarray(gt, jnp.float32)
-    w = _gaussian_1d(SSIM_SIZE, SSIM_SIGMA)
+    w = gaussian_window(SSIM_SIZE, SSIM_SIGMA)
     mu_x, mu_y = _filter_valid(x, w), _filter_valid(y, w)
     var_x = jnp.maximum(_filter_valid(x * x, w) - mu_x**2, 0.0)
     var_y = jnp.maximum(_filter_valid(y * y, w) - mu_y**2, 0.0)

@@ -1,212 +1,51 @@
-"""Training: the jitted train step, the loop with progress bar and checkpoints, and the
-command line (`sparsefield train | render | eval | export | demo`).
+"""Training: one loop for every method. It owns what is the same for all of them: the
+scene and the training views, resuming, checkpoints (with the history inside them),
+the progress bar, the history, the evaluation cadence, signals (Ctrl-C and SIGTERM save
+a checkpoint and stop), the divergence guard and the final evaluation. What differs
+lives in the method (`sparsefield.methods`).
 
 ``python train.py [flags]`` is the same as ``sparsefield train [flags]``.
 """
 
-from __future__ import annotations
+if __name__ == "__main__" and not __package__:  # `python train.py`: run as `sparsefield train`
+    import runpy
+    import sys
 
-if __name__ == "__main__":  # before JAX is imported: restart with a fast allocator
-    from sparsefield.launch import ensure_fast_malloc
-
-    ensure_fast_malloc()
+    sys.argv[1:1] = ["train"]
+    runpy.run_module("sparsefield.launch", run_name="__main__")
+    raise SystemExit(0)
 
 import dataclasses
-import functools
+import math
 import signal
-import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-import tyro
+from tqdm import tqdm
 
-from jax.sharding import PartitionSpec as P
+from . import checkpoints, parallel
+from .config import RunConfig, check_config, get_path
+from .datasets import SceneData, apply_protocol, get_protocol, load_scene, select_views
+from .datasets.synthetic import demo_scene_path
+from .errors import UsageError
+from .evaluate import evaluate_run, quick_eval, test_views
+from .files import remove_stale_temps
+from .methods import Method, TrainViews
+from .renderers.spaces import NDC
+from .runs import (LoadedRun, build_method, check_out_folder, is_run, load_config, load_history, load_run,
+                   save_config, save_history)
 
-from sparsefield import evaluate, parallel, runs
-from sparsefield.datasets import (
-    DatasetError, SceneData, apply_protocol, get_protocol, load_scene, select_views,
-)
-from sparsefield.datasets.batches import RayData, make_ray_data, sample_patches, sample_rays
-from sparsefield.fields import pruning
-from sparsefield.fields.field import RadianceField, count_params
-from sparsefield.fields.occupancy_net import OccupancyNetConfig, occupancy_losses
-from sparsefield.cache import use_compile_cache
-from sparsefield.renderers.occupancy_grid import carve_visual_hull, update_occupancy
-from sparsefield.renderers.regularizers import unseen_patches
-from sparsefield.renderers.render import render_rays
-from sparsefield.renderers.spaces import NDC
-from sparsefield.runs import RunConfig, TrainState
+RESUMABLE = ("steps", "dist")
+"""Settings a resumed run takes from the command line; the rest come from its config.json."""
 
 
-def make_train_step(config: RunConfig, field: RadianceField, bbox: np.ndarray, mesh=None):
-    """Build ``train_step(state, data, key) -> (state, metrics)``, jitted, state donated.
-
-    The loss is a dict of named terms (``rgb`` is the MSE over the rays that fit in the
-    sample budget); their sum is minimised and each is logged by name. Besides the
-    training rays, the step draws and renders the extra ray sets the loss terms ask for
-    (``patch``: unseen-view patches, `unseen_patches`), passed to the terms as
-    ``outputs[name]``.
-
-    Data parallel over ``mesh`` (default: every device, `parallel.data_mesh`): each
-    device draws, marches and renders its ``R / n`` rays with a ``K / n`` sample budget
-    (`jax.shard_map`); the loss terms, gradients and the update see the whole batch.
-    Every ray (and patch) draws from its own key ``fold_in(key, global id)``, so one
-    device and many give the same batch and, up to summation order, the same step.
-    """
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    shards = mesh.devices.size
-    optimizer = runs.make_optimizer(config)
-    box = jnp.asarray(bbox, jnp.float32)
-    diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
-    space = config.render.space  # the grid lives in its parameter space (`renderers.spaces`)
-    grid_box = box if space is None else space.param_box(box)
-    step_size = float(jnp.linalg.norm(grid_box[1] - grid_box[0])) / config.render.num_samples
-    net = config.occupancy if isinstance(config.occupancy, OccupancyNetConfig) else None
-    terms = config.reg.terms()
-    ray_sets = {
-        "rays": (lambda d, k: sample_rays(d, k, 1, config.random_background),
-                 config.rays_per_batch, config.render),
-        **extra_ray_sets(config, terms, box, diagonal),
-    }
-    for name, (_, count, _) in ray_sets.items():
-        if count % shards:
-            raise runs.UsageError(f"{name}: {count} per step do not split over {shards} devices")
-
-    def render(params, origins, directions, background, grid, keys, step, render_config):
-        progress = step / config.steps
-        out = render_rays(
-            lambda x, d: field(params, x, d, progress), origins, directions,
-            background, box, grid, render_config, keys, step,
-        )
-        packed = out["packed"]
-        if space is None:
-            out["s"], out["ds"] = out["t"] / diagonal, out["deltas"] / diagonal
-            packed["s"], packed["ds"] = packed["t"] / diagonal, packed["deltas"] / diagonal
-        else:
-            out["s"], out["ds"] = space.distortion_coords(out["t"], out["deltas"], diagonal)
-            packed["s"], packed["ds"] = out["s"].ravel()[packed["index"]], out["ds"].ravel()[packed["index"]]
-        return out
-
-    def render_shard(params, data, grid, key, step, sharded=True):
-        """This device's share of every ray set: drawn, then rendered (with ``sharded``
-        False: all of it, outside any `jax.shard_map`)."""
-        if data.images.ndim == 5:  # several processes: this device's slice of the views
-            data = jax.tree_util.tree_map(lambda a: a[0], data)
-        # Varying copies of the replicated parameters: the transpose of this cast sums
-        # the gradients over the devices (custom VJPs, like the grid's, need it explicit).
-        if sharded:
-            params = jax.tree_util.tree_map(lambda p: jax.lax.pcast(p, parallel.AXIS, to="varying"), params)
-        shard = jax.lax.axis_index(parallel.AXIS) if sharded else 0
-        batch, out, samples = {}, {}, None
-        for i, (name, (sample_one, count, render_config)) in enumerate(ray_sets.items()):
-            ids = shard * (count // shards) + jnp.arange(count // shards)
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, i), ids)
-            drawn = jax.vmap(lambda k: sample_one(data, k))(keys)
-            drawn = {k: v.reshape(-1, *v.shape[2:]) for k, v in drawn.items()}
-            batch |= drawn
-            prefix = "" if name == "rays" else f"{name}_"
-            rays_each = drawn[f"{prefix}origins"].shape[0] // keys.shape[0]
-            march_keys = jax.vmap(jax.random.fold_in)(
-                jnp.repeat(keys, rays_each, axis=0), jnp.tile(jnp.arange(rays_each), keys.shape[0]))
-            background = batch["background"] if name == "rays" else jnp.zeros(3)
-            budget = dataclasses.replace(render_config, sample_budget=render_config.sample_budget // shards)
-            o = render(params, drawn[f"{prefix}origins"], drawn[f"{prefix}directions"], background,
-                       grid, march_keys, step, budget)
-            marched = o.pop("num_samples")
-            # Global ray ids, so the loss terms can sum packed samples per ray after the
-            # shards are gathered; unused slots get the id one past the last ray.
-            packed, local = o["packed"], o["complete"].shape[0]
-            packed["ray"] = jnp.where(packed["valid"], packed["ray"] + shard * local, local * shards)
-            if name == "rays":
-                out, samples = out | o, marched
-            else:
-                out[name] = o
-        return batch, out, jax.lax.psum(samples, parallel.AXIS) if sharded else samples
-
-    def loss_fn(params, data, grid, key, step, admm=None):
-        data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
-        grid = runs.occupancy_test(config, params, step, grid)
-        if shards == 1:  # no shard_map: its gradient sum would copy every gradient (2% of a CPU step)
-            batch, out, samples = render_shard(params, data, grid, key, step, sharded=False)
-        else:
-            batch, out, samples = jax.shard_map(
-                render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
-                out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
-            )(params, data, grid, key, step)
-        keep = out["complete"].astype(jnp.float32)
-        rays = jnp.maximum(jnp.sum(keep), 1.0)
-        sq_err = jnp.mean((out["rgb"] - batch["rgb"]) ** 2, axis=-1)
-        losses = {"rgb": jnp.sum(sq_err * keep) / rays}
-        out["encoding"], out["encoding_params"] = field.config.encoding, params["encoding"]
-        for name, term in terms.items():
-            losses[name] = term.weight_at(step) * term(out, batch, step)
-        losses |= pruning.admm_losses(config.pruner, params, admm, step, config.steps)
-        aux = {"losses": losses, "rays": jnp.sum(keep), "samples": samples}
-        if net is not None:  # LeC2O: the occupancy network learns from the field, and back
-            occ = occupancy_losses(net, params["occupancy"], grid_density(params), grid_box, step_size,
-                                   jax.random.fold_in(key, len(ray_sets)))
-            losses["occupancy"], losses["occupancy_density"] = occ["occupancy"], occ["density"]
-            aux["occupied"] = occ["occupied_share"]
-        return sum(losses.values()), aux
-
-    def grid_density(params):
-        """Densities for the occupancy test, per parameter-space length."""
-        if space is None:
-            return lambda x: field.sigma(params, x)
-        return lambda x: field.sigma(params, x) * space.density_scale(x, box)
-
-    def refresh_grid(state: TrainState, key):
-        if state.grid is None:
-            return None
-        occ = config.occupancy
-        density = grid_density(state.params)
-        update = lambda g: update_occupancy(occ, g, density, grid_box, step_size, key, state.step)  # noqa: E731
-        return jax.lax.cond(state.step % occ.update_every == 0, update, lambda g: g, state.grid)
-
-    def train_step(state: TrainState, data: RayData, key: jax.Array):
-        k_rays, k_grid = jax.random.split(key)
-        grid = refresh_grid(state, k_grid)
-        (loss, aux), grads = jax.value_and_grad(functools.partial(loss_fn, admm=state.pruner), has_aux=True)(
-            state.params, data, grid, k_rays, state.step
-        )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        params, grid, admm = pruning.admm_update(
-            config.pruner, field.config.saliency, params, grid, state.pruner, state.step, config.steps)
-        metrics = {
-            "loss": loss,
-            "psnr": -10.0 * jnp.log10(aux["losses"]["rgb"]),
-            "rays": aux["rays"],
-            "samples": aux["samples"],
-            **{f"loss_{k}": v for k, v in aux["losses"].items()},
-            **({"occupied": aux["occupied"]} if "occupied" in aux else {}),
-        }
-        return TrainState(state.step + 1, params, opt_state, grid, admm), metrics
-
-    return jax.jit(train_step, donate_argnums=0)
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or parameters (one-line message)."""
 
 
-def extra_ray_sets(config: RunConfig, terms: dict, box, diagonal: float) -> dict:
-    """``name -> (sample_one(data, key) -> batch entries [1, ...], count, RenderConfig)``
-    for the ray sets the loss terms need besides the training rays: ``patch`` (one
-    unseen-view patch per key, ``count`` patches) when a term declares ``needs_patches``."""
-    spec = unseen_patches(terms)
-    if spec is None:
-        return {}
-    sample = functools.partial(
-        sample_patches, center=box.mean(axis=0), scale=diagonal, num_patches=1,
-        size=spec.size, stride=spec.stride, angle_jitter=spec.angle_jitter,
-        radius_jitter=spec.radius_jitter, target_jitter=spec.target_jitter,
-    )
-    render_config = dataclasses.replace(config.render, sample_budget=spec.sample_budget)
-    return {"patch": (sample, spec.num_patches, render_config)}
-
-
-# ---- the train command -------------------------------------------------------------------
+# ---- what a run trains on ----------------------------------------------------------------
 
 
 def resolve_protocol(config: RunConfig) -> RunConfig:
@@ -217,9 +56,9 @@ def resolve_protocol(config: RunConfig) -> RunConfig:
     try:
         protocol = get_protocol(config.protocol)
     except ValueError as err:
-        raise runs.UsageError(f"--protocol: {err}") from None
+        raise UsageError(f"--protocol: {err}") from None
     if config.view_ids is not None:
-        raise runs.UsageError(f"--protocol {protocol.name} fixes the training views; drop --view-ids")
+        raise UsageError(f"--protocol {protocol.name} fixes the training views; drop --view-ids")
     return dataclasses.replace(config, scale=protocol.scale, views=protocol.num_views)
 
 
@@ -242,223 +81,237 @@ def resolve_masks(config: RunConfig, scene: SceneData) -> RunConfig:
         return config
     where = config.data or scene.root
     if not config.reg.mask.if_masks:
-        raise runs.UsageError(f"{where}: the mask loss (reg.mask) needs alpha masks; this dataset has none")
+        raise UsageError(f"{where}: the mask loss (reg.mask) needs alpha masks; this dataset has none")
     print(f"{where}: no alpha masks; the mask loss (reg.mask) is off")
     return dataclasses.replace(config, reg=dataclasses.replace(config.reg, mask=None))
 
 
-def prepare(config: RunConfig) -> tuple[SceneData, np.ndarray, np.ndarray]:
+def prepare(config: RunConfig) -> tuple[RunConfig, TrainViews, np.ndarray]:
     """Load the scene and choose the training views (raises DatasetError on bad input).
 
     Returns:
-        The scene, the training views as indices into ``scene.images``, and the ids to
-        log: positions in the train split, or the protocol's scene indices.
+        The config resolved against the scene (absolute ``data`` path, scene space, mask
+        loss), the training views, and the ids to log: positions in the train split, or
+        the protocol's scene indices.
     """
-    if config.data is None:
-        from sparsefield.datasets.synthetic import demo_scene_path
-
-        config = dataclasses.replace(config, data=demo_scene_path())
-    scene = load_scene(config.data, scale=config.scale)
-    if config.protocol is not None:
-        train_ids, _ = apply_protocol(config.protocol, scene)
-        return scene, train_ids, train_ids
-    train_ids = scene.split("train")
-    picked = select_views(
-        np.asarray(scene.cameras.centers)[train_ids],
-        n=None if config.view_ids else config.views, ids=config.view_ids,
-        source=f"{config.data} (train split)",
-    )
-    return scene, train_ids[picked], picked
-
-
-def grow(config: RunConfig, state: TrainState, step: int) -> TrainState:
-    """Move a progressive grid to the stage of ``step``: upsample its tables and restart
-    the optimiser moments (as DVGO does), keeping the learning-rate schedule's position."""
-    enc = config.field.encoding
-    old = runs.at_step(config, step - 1).field.encoding
-    params = dict(state.params)
-    params["encoding"] = enc.upsample(params["encoding"], enc.stage_at(step - 1), enc.stage_at(step))
-    opt_state = runs.make_optimizer(config).init(params)
-    opt_state = jax.tree_util.tree_map(
-        lambda x: jnp.full_like(x, step) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.integer) else x,
-        opt_state,
-    )
-    print(f"\nvoxel grid: {old.resolutions.tolist()} -> {runs.at_step(config, step).field.encoding.resolutions.tolist()}")
-    return TrainState(state.step, params, opt_state, state.grid, state.pruner)
-
-
-def train(config: RunConfig) -> Path:
-    """Train a run (resuming it if ``config.out`` holds one) and evaluate it."""
-    parallel.initialize(config.dist)
-    run = Path(config.out)
-    resumed = (run / "config.json").exists()
-    if resumed:
-        saved, _ = runs.load_config(run)
-        config = dataclasses.replace(saved, steps=config.steps, dist=config.dist)
     config = resolve_protocol(config)
-    scene, train_ids, logged = prepare(config)
+    data = Path(config.data) if config.data is not None else demo_scene_path()
+    scene = load_scene(data, scale=config.scale)
+    config = dataclasses.replace(config, data=data.resolve())
     config = resolve_masks(resolve_space(config, scene), scene)
-    data_dir = config.data or scene.root
-    config = dataclasses.replace(config, data=Path(data_dir))
-    where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
-    print(f"training views ({len(train_ids)}, {where}): {' '.join(str(i) for i in logged)}")
-    if config.method == "splat":
-        from sparsefield import splat
+    if config.protocol is not None:
+        ids, _ = apply_protocol(config.protocol, scene)
+        return config, TrainViews(scene, ids), ids
+    train_ids = scene.split("train")
+    picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=None if config.view_ids else config.views,
+                          ids=config.view_ids, source=f"{config.data} (train split)")
+    return config, TrainViews(scene, train_ids[picked]), picked
 
-        return splat.train_splat(config, scene, train_ids, logged, run)
 
-    ckpt = runs.latest_checkpoint(run) if resumed else None
-    start = runs.checkpoint_step(ckpt) if ckpt is not None else 0
-    field = runs.make_field(runs.at_step(config, start), scene.bbox)
-    state = runs.init_state(runs.at_step(config, start), field)
-    if ckpt is not None:
-        state = runs.load_checkpoint(ckpt, state)
-        print(f"resuming {run} from step {int(state.step)}")
-    if parallel.is_writer():
-        runs.save_config(
-            config, run,
-            {"train_view_ids": [int(i) for i in logged], "bbox": scene.bbox.tolist(),
-             "test_ids": [int(i) for i in evaluate.test_views(config, scene)],
-             "num_params": count_params(state.params), "devices": jax.device_count()},
-        )
-    if ckpt is None:
-        state = carve_grid(config, scene, train_ids, state)
-    mesh = parallel.data_mesh()
-    data = parallel.put_ray_data(make_ray_data(scene, parallel.process_share(train_ids)), mesh)
-    state, seconds = fit(config, field, scene, parallel.replicate(state, mesh), data, run, mesh)
-    if parallel.is_writer():
-        saved, facts = runs.load_config(run)
-        if facts["num_params"] != (count := count_params(state.params)):
-            runs.save_config(saved, run, facts | {"num_params": count})  # a progressive grid grew
-        runs.compact_checkpoint(config, run, state)
-        evaluate.evaluate_run(run, scene=scene, train_seconds=seconds)
+def resume_config(config: RunConfig, run: Path, given: frozenset[str]) -> RunConfig:
+    """The config of the run in ``run`` with the `RESUMABLE` settings of ``config``; the
+    other settings the user gave (``given``: flag paths) are named as ignored when they
+    differ from the saved ones."""
+    saved, _ = load_config(run)
+    ignored = sorted(p for p in given if p.split(".")[0] not in RESUMABLE and p != "out"
+                     and get_path(config, p) != get_path(saved, p))
+    if ignored:
+        print(f"resuming {run}: its config.json wins; ignored: {', '.join('--' + p for p in ignored)}")
+    return dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUMABLE})
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+
+def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
+    """Train a run (resuming it if ``config.out`` holds one) and evaluate it.
+
+    Args:
+        config: the run config as the user gave it.
+        given: the flag paths the user set (to name the ignored ones on a resume).
+    """
+    with Interrupts() as stop:
+        parallel.initialize(config.dist)
+        run = Path(config.out)
+        check_out_folder(run)
+        resumed = is_run(run)
+        config = check_config(resume_config(config, run, given) if resumed else config)
+        config, views, logged = prepare(config)
+        where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
+        print(f"training views ({len(views.ids)}, {where}): {' '.join(str(i) for i in logged)}")
+        if config.init_from is not None:
+            seed = load_run(config.init_from)
+            views = dataclasses.replace(views, seed=seed.method.surface(seed.state))
+        method = build_method(config, views.scene.bbox)
+        state, history = start_state(method, run, views) if resumed else (None, None)
+        if state is None:
+            state, history = method.init(views), {"train": [], "eval": []}
+        stop.check()
+        writer = parallel.is_writer()
+        if writer:
+            save_config(config, run, {
+                "train_view_ids": [int(i) for i in logged], "bbox": views.scene.bbox.tolist(),
+                "test_ids": [int(i) for i in test_views(config, views.scene)],
+                "num_params": method.num_params(state), "devices": jax.device_count()})
+        state, seconds = fit(method, state, views, run, history, stop)
+    if writer:
+        finish(method, state, run, history)
+        evaluate_run(run, scene=views.scene, train_seconds=seconds)
     return run
 
 
-def carve_grid(config: RunConfig, scene: SceneData, ids: np.ndarray, state: TrainState) -> TrainState:
-    """Carving of the occupancy grid: the visual hull of the training views' alpha masks
-    (``carve_with_masks``), and cells that fewer than ``min_views`` views see."""
-    occ = config.occupancy
-    if state.grid is None or config.render.space is not None:
-        return state  # (carving projects world points: not the grid of a parameter space)
-    masks = scene.masks[ids] if occ.carve_with_masks and scene.masks is not None else None
-    if masks is None and occ.min_views <= 0:
-        return state
-    grid = carve_visual_hull(state.grid, scene.cameras[ids], masks, scene.bbox, min_seen=occ.min_views)
-    what = "visual hull" if masks is not None else f"seen by {occ.min_views} views"
-    print(f"{what}: {float(np.mean(np.asarray(grid.allowed))):.1%} of the grid may hold the scene")
-    return dataclasses.replace(state, grid=grid)
+def start_state(method: Method, run: Path, views: TrainViews) -> tuple[dict | None, dict | None]:
+    """The state and history of the newest readable checkpoint of ``run`` (None, None
+    when it has none yet); stale temporary files of interrupted writes are removed."""
+    remove_stale_temps(run)
+    found = checkpoints.read_latest(run)
+    if found is None:
+        return None, None
+    path, version, arrays, history = found
+    state = method.from_arrays(arrays, version, path)
+    print(f"resuming {run} from step {int(np.asarray(state['step']))}")
+    history = history if history is not None else load_history(run)
+    step = int(np.asarray(state["step"]))
+    history["train"] = [h for h in history["train"] if h["step"] <= step]
+    history["eval"] = [h for h in history["eval"] if h["step"] <= step]
+    return state, history
 
 
-def fit(config, field, scene, state, data, run: Path, mesh):
-    """The training loop over the devices of ``mesh``: progress bar, periodic eval,
-    checkpoints, Ctrl-C safety. Process 0 alone evaluates and writes the run folder."""
-    from tqdm import tqdm
+def finish(method: Method, state: dict, run: Path, history: dict) -> None:
+    """After the last step: the method's finish (e.g. compaction), the final parameter
+    count in ``config.json`` and the final checkpoint."""
+    host, facts = method.finish(parallel.to_host(state))
+    saved, old = load_config(run)
+    save_config(saved, run, old | {"num_params": method.num_params(host)} | facts)
+    save(method, host, run, history)
 
-    staged = runs.at_step(config, int(parallel.to_host(state.step)))
-    step_fn = make_train_step(staged, field, scene.bbox, mesh)
+
+def fit(method: Method, state: dict, views: TrainViews, run: Path, history: dict, stop: "Interrupts"):
+    """The training loop: steps, host-side updates, progress, history, periodic
+    evaluation and checkpoints. Process 0 alone evaluates and writes the run folder.
+
+    Returns:
+        The trained state (the final checkpoint is `finish`'s) and the training time in
+        seconds (periodic evaluations and checkpoint writes excluded).
+    """
+    config = method.config
     writer = parallel.is_writer()
+    data, state = method.data(views), method.place(state)
     base_key = jax.random.PRNGKey(config.seed + 1)
-    history = evaluate.load_history(run)
-    start = int(parallel.to_host(state.step))
+    start = int(parallel.to_host(state["step"]))
     seconds = history.get("train_seconds", 0.0)
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True, disable=not writer)
-    t_last, rays_acc = time.perf_counter(), 0.0
-    try:
+    bar = tqdm(total=config.steps, initial=start, desc=f"train {method.name}", dynamic_ncols=True,
+               disable=not writer)
+    t_last, logged = time.perf_counter(), start
+    with bar:
         for step in range(start, config.steps):
-            if runs.at_step(config, step) != staged:
-                state = parallel.replicate(grow(config, parallel.to_host(state), step), mesh)
-                staged = runs.at_step(config, step)
-                field = runs.make_field(staged, scene.bbox)
-                step_fn = make_train_step(staged, field, scene.bbox, mesh)
-            state, metrics = step_fn(state, data, jax.random.fold_in(base_key, step))
+            state, metrics = method.train_step(step)(state, data, jax.random.fold_in(base_key, step))
             done = step + 1
-            if done % 10 == 0 or done == config.steps:
-                m = parallel.to_host(metrics)
+            state = method.after_step(state, done, views)
+            if done % 10 == 0 or done == config.steps or stop.requested:
+                m = log_step(parallel.to_host(metrics), done)
                 now = time.perf_counter()
-                seconds += now - t_last
-                rays_acc += float(m["rays"]) * 10
-                bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
-                                rays_s=f"{rays_acc / max(now - t_last, 1e-9):,.0f}")
-                bar.update(done - bar.n)
-                t_last, rays_acc = now, 0.0
-                history["train"].append({k: float(v) for k, v in m.items()} | {"step": done})
-            if done % config.eval_every == 0 and done < config.steps and writer:
-                history["eval"].append(evaluate.quick_eval(config, field, scene, parallel.to_host(state), done))
-            if (done % config.checkpoint_every == 0 or interrupted) and writer:
+                rays_per_second = m.get("rays", 0.0) * (done - logged) / max(now - t_last, 1e-9)
+                seconds, t_last, logged = seconds + now - t_last, now, done
+                show_progress(bar, method, m, rays_per_second, done)
+                history["train"].append(m)
+            if writer and done % config.eval_every == 0 and done < config.steps:
+                host = parallel.to_host(state)
+                history["eval"].append(quick_eval(LoadedRun(run, config, {}, method, host), views.scene, done))
+                t_last, logged = time.perf_counter(), done
+            if writer and (done % config.checkpoint_every == 0 or stop.requested):
                 history["train_seconds"] = seconds
-                runs.save_checkpoint(run, parallel.to_host(state))
-                evaluate.save_history(run, history)
-            if interrupted:
+                save(method, state, run, history)
+                t_last, logged = time.perf_counter(), done
+            if stop.requested:
                 bar.close()
-                print(f"\ninterrupted at step {done}; resume with: sparsefield train --out {run}")
-                sys.exit(130)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
+                print(f"\n{stop.name} at step {done}; resume with: sparsefield train --out {run}")
+                raise SystemExit(stop.exit_code)
     history["train_seconds"] = seconds
-    if writer:
-        runs.save_checkpoint(run, parallel.to_host(state))
-        evaluate.save_history(run, history)
     return state, seconds
 
 
-# ---- command line ------------------------------------------------------------------------
+def log_step(metrics: dict, step: int) -> dict:
+    """The step's metrics as floats (None where not finite), with the step; a
+    non-finite loss stops training.
 
-COMMANDS = {
-    "train": "train a scene (and evaluate it on the test split)",
-    "render": "render test views or an orbit to PNG frames and a video",
-    "eval": "render the test split and write RUN/metrics.json",
-    "export": "export a mesh (.ply, .obj, .glb) from a trained run",
-    "demo": "train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
-            "render an orbit, export a mesh",
-}
-
-
-def parse_train_args(args: list[str], preset: str = "default") -> RunConfig:
-    """``--preset NAME`` picks the base config (else ``preset``); every other flag
-    overrides it."""
-    if "--preset" in args:
-        i = args.index("--preset")
-        preset = args[i + 1] if i + 1 < len(args) else ""
-        args = args[:i] + args[i + 2 :]
-    if preset not in runs.PRESETS:
-        raise runs.UsageError(f"--preset {preset}: unknown preset; choose from {', '.join(runs.PRESETS)}")
-    if "--sampler" in args:  # --sampler grid | occupancy-net | none: the occupancy subcommand
-        i = args.index("--sampler")
-        choice = {"grid": "grid", "occupancy-net": "net", "none": "none"}.get((args + [""])[i + 1])
-        if choice is None:
-            raise runs.UsageError("--sampler: choose grid, occupancy-net or none")
-        args = args[:i] + [f"occupancy:{choice}"] + args[i + 2 :]
-    if "--view-ids" in args:  # accept "26,86,2" as well as "26 86 2"
-        i = args.index("--view-ids") + 1
-        if i < len(args) and "," in args[i]:
-            args = args[:i] + [v for v in args[i].split(",") if v] + args[i + 1 :]
-    args = runs.component_args(args, runs.PRESETS[preset])
-    return tyro.cli(RunConfig, default=runs.PRESETS[preset], args=args, prog="sparsefield train")
+    Raises:
+        Diverged: the loss is NaN or infinite.
+    """
+    m = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    if not math.isfinite(m["loss"]):
+        raise Diverged(f"training diverged at step {step} (loss {m['loss']}); the newest checkpoint "
+                       f"holds the last good state; lower --optim.lr or the loss weights")
+    return {k: v if math.isfinite(v) else None for k, v in m.items()} | {"step": step}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        usage = "\n".join(f"  {k:8s} {v}" for k, v in COMMANDS.items())
-        print(f"usage: sparsefield COMMAND [flags]   (COMMAND --help for flags)\n\n{usage}")
-        raise SystemExit(0 if not argv or argv[0] in ("-h", "--help") else 2)
-    command, args = argv[0], argv[1:]
-    use_compile_cache()
-    try:
-        if command == "train":
-            train(parse_train_args(args))
-        elif command == "demo":
-            evaluate.demo(lambda c: train(c), parse_train_args(args, preset="fewshot"))
-        else:
-            evaluate.run_command(command, args)
-    except (DatasetError, runs.UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def show_progress(bar, method: Method, m: dict, rays_per_second: float, done: int) -> None:
+    post = {"loss": f"{m['loss']:.4f}", "psnr": f"{m['psnr'] or 0:.2f}"}
+    if m.get("rays"):
+        post["rays_s"] = f"{rays_per_second:,.0f}"
+    post |= {k: f"{m[k]:,.0f}" for k in method.progress if k in m}
+    bar.set_postfix(post)
+    bar.update(done - bar.n)
 
 
-if __name__ == "__main__":
-    main(["train", *sys.argv[1:]])
+def save(method: Method, state: dict, run: Path, history: dict) -> None:
+    """A checkpoint (with the history inside it) and ``history.json``; a state with
+    non-finite parameters is never saved.
+
+    Raises:
+        Diverged: the state holds NaN or infinite values.
+    """
+    host = parallel.to_host(state)
+    arrays = method.to_arrays(host)
+    bad = [name for name, a in arrays.items() if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a))]
+    if bad:
+        raise Diverged(f"training diverged before step {int(host['step'])} (non-finite {bad[0]}); "
+                       f"the newest checkpoint holds the last good state; lower --optim.lr or the loss weights")
+    checkpoints.write(run, int(host["step"]), arrays, method.name, history)
+    save_history(run, history)
+
+
+# ---- signals -----------------------------------------------------------------------------
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM (what cluster schedulers send before they pre-empt a
+    job) ask the loop to save a checkpoint and stop; before the loop starts they stop at
+    once (`check`). Exit codes 130 and 143, as a shell gives."""
+
+    SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> "Interrupts":
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def name(self) -> str:
+        return self.SIGNALS[self.received][0]
+
+    @property
+    def exit_code(self) -> int:
+        return self.SIGNALS[self.received][1]
+
+    def check(self) -> None:
+        """Before training starts: a signal received during start-up stops here, with
+        nothing written."""
+        if self.requested:
+            print(f"\n{self.name} before training started")
+            raise SystemExit(self.exit_code)

@@ -8,7 +8,7 @@ PSNR / SSIM / LPIPS on the 25 test views and the training time of each run.
 
 ``none`` is the unregularized hash grid: the default preset with visual-hull carving
 off (carving is one of the priors measured here, ``hull``). Each other row adds one
-prior to it; ``fewshot`` is `sparsefield.runs.PRESETS["fewshot"]`; ``splat`` and
+prior to it; ``fewshot`` is `sparsefield.config.PRESETS["fewshot"]`; ``splat`` and
 ``splat-*`` train 3D Gaussians instead (``--method splat``). All runs use the
 same seed and the same views. Runs are written to ``--out/<name>-<views>v`` (replaced
 if present) and the table to ``--out/results.json``. Total variation is left out: it
@@ -33,9 +33,9 @@ from pathlib import Path
 def configs(steps: int | None) -> dict:
     """``name -> RunConfig``: the baseline, one prior at a time, and the preset."""
     from sparsefield.fields.frequency import CoarseToFine
-    from sparsefield.renderers import regularizers as reg
+    from sparsefield.config import PRESETS
+    from sparsefield.losses import regularizers as reg
     from sparsefield.renderers.samplers import SampleAnnealing
-    from sparsefield.runs import PRESETS
 
     default = PRESETS["default"]
     none = dataclasses.replace(
@@ -65,7 +65,7 @@ def configs(steps: int | None) -> dict:
         # The preset without FreeNeRF's coarse-to-fine mask (does the mask pay at 3 views?)
         "fewshot-noc2f": dataclasses.replace(
             PRESETS["fewshot"], field=dataclasses.replace(PRESETS["fewshot"].field, coarse_to_fine=None)),
-        # 3D Gaussians on the same views (`sparsefield.splat`): seeded in the visual hull,
+        # 3D Gaussians on the same views (`sparsefield.methods.splat`): seeded in the visual hull,
         # 160 px crops; 700 steps take about the NeRF preset's 1000 here. The fewshot
         # variant adds the preset's mask loss, the depth variant depth smoothness on
         # unseen views.
@@ -124,9 +124,8 @@ def main() -> None:
         from sparsefield.datasets.synthetic import demo_scene_path
 
         args.data = demo_scene_path()
-    from train_speed import _train_module  # benchmarks/ is on sys.path
+    from sparsefield import train
 
-    train = _train_module()
     results = []
     for views in args.views:
         for name in names:

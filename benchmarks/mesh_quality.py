@@ -31,14 +31,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200_000, help="points sampled on the mesh")
     args = parser.parse_args()
 
-    from sparsefield import evaluate
+    from sparsefield.outputs import ExportArgs, export_mesh
     from sparsefield.renderers.mesh import chamfer_distance, sample_points
+    from sparsefield.runs import load_run
 
     run = args.run
     if run is None:  # the default config, trained through the command line
         run = Path(tempfile.mkdtemp(prefix="sparsefield-mesh-")) / "run"
         subprocess.run([sys.executable, "-m", "sparsefield.launch", "train", "--out", str(run)], check=True)
-    loaded = evaluate.load_run(run)
+    loaded = load_run(run)
     truth_file = Path(loaded.config.data) / "surface_points.npy"
     if not truth_file.exists():
         raise SystemExit(f"error: {truth_file}: no ground-truth surface points (only generated scenes have them)")
@@ -49,8 +50,7 @@ def main() -> None:
     print(f"{'threshold':>9s} {'vertices':>9s} {'chamfer':>9s} {'% of diag':>9s}")
     for threshold in args.thresholds:
         out = Path(run) / f"mesh_t{threshold:g}.ply"
-        evaluate.export_mesh(evaluate.ExportArgs(run=Path(run), out=out, resolution=args.resolution,
-                                                 threshold=threshold))
+        export_mesh(ExportArgs(run=Path(run), out=out, resolution=args.resolution, threshold=threshold))
         mesh = trimesh.load(out, process=False)
         cd = chamfer_distance(sample_points(mesh, args.points), truth)
         print(f"{threshold:9g} {len(mesh.vertices):9,d} {cd:9.4f} {100 * cd / diagonal:8.2f}%", flush=True)

@@ -38,9 +38,9 @@ def memory_bytes() -> dict:
     import jax
     import numpy as np
 
-    from sparsefield.fields.occupancy_net import OccupancyNetConfig
+    from sparsefield.samplers.network import OccupancyNetConfig
 
-    params = OccupancyNetConfig().init(jax.random.PRNGKey(0))
+    params, _ = OccupancyNetConfig().init(jax.random.PRNGKey(0))
     net = 4 * int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))
     return {"net": net, **{f"grid {g}^3": g**3 * (4 + 1 + 1) for g in (64, 128, 256, 512)}}
 

@@ -122,22 +122,24 @@ def measure(out: Path) -> dict:
     """Parameter counts and checkpoint sizes of a finished run."""
     import numpy as np
 
-    from sparsefield import evaluate, runs
+    from sparsefield import checkpoints
     from sparsefield.fields import pruning
+    from sparsefield.runs import load_run
 
-    loaded = evaluate.load_run(out)
+    loaded = load_run(out)
     enc, saliency = loaded.config.field.encoding, loaded.config.field.saliency
     if saliency is None:
         live = np.ones((64, 64, 64), bool)
     else:
-        live = pruning.live_cells(saliency, loaded.state.params["saliency"]["mask"])
+        live = pruning.live_cells(saliency, loaded.state["params"]["saliency"]["mask"])
     keep = pruning.reachable_rows(enc.spec, live)
+    unpacked = {k: v for k, v in loaded.state.items() if k != "rows"}
     with tempfile.TemporaryDirectory() as tmp:
-        dense = runs.save_checkpoint(Path(tmp), loaded.state).stat().st_size
+        dense = checkpoints.write(Path(tmp), loaded.step, checkpoints.named_arrays(unpacked), "nerf").stat().st_size
     return {
         "allocated": loaded.facts.get("num_params_dense", loaded.facts["num_params"]),
-        "reachable": pruning.count_pruned_params(loaded.state.params, keep, enc.features),
-        "ckpt": runs.latest_checkpoint(out).stat().st_size, "ckpt_dense": dense,
+        "reachable": pruning.count_pruned_params(loaded.state["params"], keep, enc.features),
+        "ckpt": checkpoints.list_checkpoints(out)[-1].stat().st_size, "ckpt_dense": dense,
     }
 
 
@@ -146,28 +148,26 @@ def step_overhead(log2_t: int, sparsity: float, steps: int, rounds: int) -> tupl
     import jax
     import numpy as np
 
-    from sparsefield import runs
+    from sparsefield.config import PRESETS
     from sparsefield.datasets import load_scene, select_views
     from sparsefield.datasets.batches import make_ray_data
     from sparsefield.datasets.synthetic import demo_scene_path
-    from train_speed import _train_module  # benchmarks/ is on sys.path
+    from sparsefield.methods.nerf import RadianceFieldMethod
 
-    train_mod = _train_module()
     scene = load_scene(demo_scene_path(), scale=0.5)
     ids = scene.split("train")
     data = make_ray_data(scene, ids[select_views(np.asarray(scene.cameras.centers)[ids], n=8)])
-    base = runs.PRESETS["default"]
+    base = PRESETS["default"]
     base = dataclasses.replace(base, field=dataclasses.replace(
         base.field, encoding=dataclasses.replace(base.field.encoding, log2_table_size=log2_t)))
     pruned = dataclasses.replace(
-        runs.PRESETS["pruned"], field=dataclasses.replace(runs.PRESETS["pruned"].field, encoding=base.field.encoding),
-        pruner=dataclasses.replace(runs.PRESETS["pruned"].pruner, sparsity=sparsity, start=0.0, end=1.0))
+        PRESETS["pruned"], field=dataclasses.replace(PRESETS["pruned"].field, encoding=base.field.encoding),
+        pruner=dataclasses.replace(PRESETS["pruned"].pruner, sparsity=sparsity, start=0.0, end=1.0))
     setups = []
     for config in (base, pruned):
         config = dataclasses.replace(config, steps=10**6)
-        field = runs.make_field(config, scene.bbox)
-        state = runs.init_state(config, field)
-        step_fn = train_mod.make_train_step(config, field, scene.bbox)
+        method = RadianceFieldMethod(config, scene.bbox)
+        state, step_fn = method.fresh(), method.train_step(0)
         for i in range(20):  # compile, and past the occupancy grid's warm-up
             state, m = step_fn(state, data, jax.random.PRNGKey(i))
         jax.block_until_ready(m)

@@ -25,24 +25,25 @@ def measure(n: int, args) -> dict:
     import jax
     import numpy as np
 
-    from sparsefield import parallel, runs
+    from sparsefield import parallel
+    from sparsefield.config import RunConfig
     from sparsefield.datasets import load_scene, select_views
-    from sparsefield.datasets.batches import make_ray_data
     from sparsefield.datasets.synthetic import demo_scene_path
-    from train_speed import _train_module
+    from sparsefield.methods import TrainViews
+    from sparsefield.methods.nerf import RadianceFieldMethod
 
     scene = load_scene(demo_scene_path(args.resolution))
     train_ids = scene.split("train")
     picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=8)
-    rays = runs.RunConfig().rays_per_batch if args.strong else args.rays_per_device * n
-    config = runs.RunConfig(steps=args.warm + args.steps, rays_per_batch=rays)
-    budget = config.render.sample_budget * rays // runs.RunConfig().rays_per_batch  # same per ray
+    rays = RunConfig().rays_per_batch if args.strong else args.rays_per_device * n
+    config = RunConfig(steps=args.warm + args.steps, rays_per_batch=rays)
+    budget = config.render.sample_budget * rays // RunConfig().rays_per_batch  # same per ray
     config = dataclasses.replace(config, render=dataclasses.replace(config.render, sample_budget=budget))
-    mesh = parallel.data_mesh(jax.devices()[:n])
-    field = runs.make_field(config, scene.bbox)
-    state = parallel.replicate(runs.init_state(config, field), mesh)
-    data = parallel.put_ray_data(make_ray_data(scene, train_ids[picked]), mesh)
-    step_fn = _train_module().make_train_step(config, field, scene.bbox, mesh)
+    method = RadianceFieldMethod(config, scene.bbox)
+    method.mesh = parallel.data_mesh(jax.devices()[:n])
+    state = method.place(method.fresh())
+    data = method.data(TrainViews(scene, train_ids[picked]))
+    step_fn = method.train_step(0)
     key = jax.random.PRNGKey(0)
     for i in range(args.warm):
         state, m = step_fn(state, data, jax.random.fold_in(key, i))

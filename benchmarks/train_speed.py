@@ -26,22 +26,22 @@ def measure(steps_warm: int, steps: int) -> dict:
     import jax
     import numpy as np
 
-    from sparsefield import runs
+    from sparsefield.config import RunConfig
     from sparsefield.datasets import load_scene, select_views
     from sparsefield.datasets.batches import make_ray_data
     from sparsefield.datasets.synthetic import demo_scene_path
+    from sparsefield.methods.nerf import RadianceFieldMethod
 
-    train_mod = _train_module()
     scene = load_scene(demo_scene_path())
     train_ids = scene.split("train")
     picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=8)
     data = make_ray_data(scene, train_ids[picked])
     result = {}
-    for name, occupancy in (("grid", runs.RunConfig().occupancy), ("no_grid", None)):
-        config = runs.RunConfig(occupancy=occupancy, steps=steps_warm + steps)
-        field = runs.make_field(config, scene.bbox)
-        state = runs.init_state(config, field)
-        step_fn = train_mod.make_train_step(config, field, scene.bbox)
+    for name, occupancy in (("grid", RunConfig().occupancy), ("no_grid", None)):
+        config = RunConfig(occupancy=occupancy, steps=steps_warm + steps)
+        method = RadianceFieldMethod(config, scene.bbox)
+        state = method.fresh()
+        step_fn = method.train_step(0)
         key = jax.random.PRNGKey(0)
         t0 = time.perf_counter()
         step_fn = step_fn.lower(state, data, key).compile()
@@ -66,7 +66,7 @@ def measure(steps_warm: int, steps: int) -> dict:
             "rays_per_step": rays / steps,
             "compile_seconds": compile_seconds,
         }
-    result["field"] = field_speed(field, state.params, scene.bbox, config.render.sample_budget, steps)
+    result["field"] = field_speed(method.field(0), state["params"], scene.bbox, config.render.sample_budget, steps)
     result["bound"] = bound_model()
     return result
 
@@ -121,8 +121,6 @@ def bound_model(repeats: int = 10) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from sparsefield import runs
-
     def rate(fn, *args, count):
         return count / median_seconds(jax.jit(fn), *args, repeats=repeats)
 
@@ -147,7 +145,9 @@ def bound_model(repeats: int = 10) -> dict:
         return values, vjp(g)
 
     lookups = rate(lookup_pair, table, rows, cotangent, count=rows.shape[0])
-    levels = runs.RunConfig().field.encoding.levels
+    from sparsefield.config import RunConfig
+
+    levels = RunConfig().field.encoding.levels
     return {"mlp_points_per_s": mlp, "lookups_per_s": lookups, "levels": levels,
             "samples_per_s": 1.0 / (1.0 / mlp + 8 * levels / lookups)}
 
@@ -157,21 +157,20 @@ def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
     import jax
     import numpy as np
 
-    from sparsefield import metrics, runs
+    from sparsefield import metrics
+    from sparsefield.config import RunConfig
     from sparsefield.datasets import load_scene, select_views
     from sparsefield.datasets.batches import make_ray_data
     from sparsefield.datasets.synthetic import demo_scene_path
-    from sparsefield.renderers.render import render_image
+    from sparsefield.methods.nerf import RadianceFieldMethod
 
-    train_mod = _train_module()
     scene = load_scene(demo_scene_path())
     train_ids = scene.split("train")
     picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=8)
     data = make_ray_data(scene, train_ids[picked])
-    config = runs.RunConfig(steps=max_steps)
-    field = runs.make_field(config, scene.bbox)
-    state = runs.init_state(config, field)
-    step_fn = train_mod.make_train_step(config, field, scene.bbox)
+    method = RadianceFieldMethod(RunConfig(steps=max_steps), scene.bbox)
+    state = method.fresh()
+    step_fn = method.train_step(0)
     test = scene.split("test")[:3]
     train_time, key = 0.0, jax.random.PRNGKey(1)
     for step in range(max_steps):
@@ -181,8 +180,7 @@ def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
         train_time += time.perf_counter() - t0
         if (step + 1) % every == 0:
             psnr = np.mean([
-                float(metrics.psnr(render_image(field.__call__, state.params, scene.cameras[int(i)],
-                                                scene.bbox, state.grid, config.render, scene.background)["rgb"],
+                float(metrics.psnr(method.render(state, scene.cameras[int(i)], scene.background)["rgb"],
                                    scene.images[i]))
                 for i in test
             ])
@@ -190,18 +188,6 @@ def time_to_psnr(target: float, max_steps: int, every: int) -> dict:
             if psnr >= target:
                 return {"target": target, "steps": step + 1, "train_seconds": train_time, "psnr": psnr}
     return {"target": target, "steps": None, "train_seconds": train_time}
-
-
-def _train_module():
-    """train.py as a module (nothing in the package imports it; benchmarks load it)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "train.py"
-    spec = importlib.util.spec_from_file_location("sparsefield_train_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_child(allocator: str | None, args) -> dict:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..cameras import Cameras, pixel_rays
+from ..cameras import Cameras, pixel_rays, unseen_poses
 from .scene import SceneData
 
 
@@ -84,19 +84,6 @@ def sample_rays(data: RayData, key: jax.Array, num_rays: int, random_background:
     return batch
 
 
-def look_at_jnp(
-    eye: Float[Array, "N 3"], target: Float[Array, "N 3"], up: Float[Array, "N 3"]
-) -> Float[Array, "N 3 4"]:
-    """`sparsefield.cameras.look_at` for batches inside jit: ``[N, 3, 4]`` camera-to-world
-    matrices at ``eye`` looking at ``target`` (OpenGL axes: the camera looks down -Z)."""
-    unit = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
-    forward = unit(target - eye)
-    right = unit(jnp.cross(forward, up))
-    cam_up = jnp.cross(right, forward)
-    rot = jnp.stack([right, cam_up, -forward], axis=-1)
-    return jnp.concatenate([rot, eye[..., None]], axis=-1)
-
-
 def sample_patches(
     data: RayData,
     key: jax.Array,
@@ -130,15 +117,8 @@ def sample_patches(
     k_view, k_dir, k_rad, k_tgt, k_x, k_y = jax.random.split(key, 6)
     cams = data.cameras
     view = jax.random.randint(k_view, (num_patches,), 0, cams.c2w.shape[0])
-    c2w = cams.c2w[view]
-    offset = c2w[:, :3, 3] - center
-    radius = jnp.linalg.norm(offset, axis=-1, keepdims=True)
-    direction = offset / radius + angle_jitter * jax.random.normal(k_dir, (num_patches, 3))
-    direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
-    radius = radius * (1.0 + radius_jitter * jax.random.uniform(k_rad, (num_patches, 1), minval=-1.0, maxval=1.0))
-    eye = center + radius * direction
-    target = center + scale * target_jitter * jax.random.normal(k_tgt, (num_patches, 3))
-    poses = look_at_jnp(eye, target, c2w[:, :3, 1])
+    poses = unseen_poses((k_dir, k_rad, k_tgt), cams.c2w[view], center, scale, angle_jitter, radius_jitter,
+                         target_jitter)
     span = (size - 1) * stride
     x0 = jax.random.uniform(k_x, (num_patches,), maxval=jnp.maximum(cams.width - span - 1.0, 0.0))
     y0 = jax.random.uniform(k_y, (num_patches,), maxval=jnp.maximum(cams.height - span - 1.0, 0.0))

@@ -18,12 +18,12 @@ import tyro
 from jaxtyping import Array, Float
 
 from .frequency import CoarseToFine, Frequency
+from .encoding import PositionEncoding
 from .grid import HashGrid
 from .mlp import apply_mlp, init_mlp
 from .modulation import CAM
 from .pruning import SaliencyMask
 from .sh import SphericalHarmonics
-from .simplex import SimplexGrid
 from .voxel import VoxelGrid
 
 
@@ -45,12 +45,6 @@ DENSITY_ACTIVATIONS = {
     "softplus": lambda x: jax.nn.softplus(x - 1.0),
 }
 
-PositionEncoding = (
-    Annotated[HashGrid, tyro.conf.subcommand("hash")]
-    | Annotated[SimplexGrid, tyro.conf.subcommand("simplex")]
-    | Annotated[VoxelGrid, tyro.conf.subcommand("voxel")]
-    | Annotated[Frequency, tyro.conf.subcommand("frequency")]
-)
 DirectionEncoding = (
     Annotated[SphericalHarmonics, tyro.conf.subcommand("sh")]
     | Annotated[Frequency, tyro.conf.subcommand("frequency", default=Frequency(num_freqs=4))]

@@ -13,7 +13,7 @@ values, never shapes, until the capacity doubles:
     sh_rest [N, 15, 3]  degrees 1..3, switched on one degree at a time
 
 Initialisations for sparse views: points inside the visual hull of the training masks
-(GaussianObject), points where a trained NeRF's density is high (``--init-from RUN``), or
+(GaussianObject), points where a trained field's density is high (``--init-from RUN``), or
 uniform in the scene box; `remove_outliers` drops isolated points (GaussianObject's
 floater elimination, as a statistical outlier filter).
 """
@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+from scipy.spatial import cKDTree
 
+from ..cameras import project_points
 from .sh import spherical_harmonics
 
 SH_C0 = 0.28209479177387814
@@ -96,8 +98,6 @@ def make_params(points: np.ndarray, colors: np.ndarray, capacity: int, opacity: 
     Returns:
         ``params`` (numpy arrays) and ``alive [capacity]``.
     """
-    from scipy.spatial import cKDTree
-
     m = len(points)
     dist, _ = cKDTree(points).query(points, k=min(4, m))
     scale = np.maximum(np.mean(np.atleast_2d(dist)[:, 1:], axis=-1) if m > 1 else np.ones(m), 1e-4)
@@ -115,17 +115,6 @@ def make_params(points: np.ndarray, colors: np.ndarray, capacity: int, opacity: 
 
 
 # ---- initialisation ----------------------------------------------------------------------
-
-
-def project_points(points: np.ndarray, cameras, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates ``(u, v)`` and view depth of world points in camera ``k``."""
-    c2w = np.asarray(cameras.c2w[k], np.float64)
-    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
-    depth = -local[:, 2]
-    safe = np.maximum(depth, 1e-6)
-    u = float(cameras.fx[k]) * local[:, 0] / safe + float(cameras.cx[k])
-    v = -float(cameras.fy[k]) * local[:, 1] / safe + float(cameras.cy[k])
-    return u, v, depth
 
 
 def hull_test(points: np.ndarray, cameras, masks: np.ndarray | None = None, images: np.ndarray | None = None,
@@ -179,31 +168,9 @@ def visual_hull_points(key: int, cameras, masks: np.ndarray, images: np.ndarray,
     return points, colors
 
 
-def density_points(key: int, density_fn, color_fn, bbox: np.ndarray, n: int, resolution: int = 96,
-                   threshold: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points where a field's density exceeds ``threshold``: cells of a
-    ``resolution^3`` lattice drawn in proportion to ``1 - exp(-sigma * cell)``, jittered
-    inside the cell; colour from ``color_fn`` looking down -z."""
-    from ..renderers.mesh import evaluate_grid
-
-    sigma = evaluate_grid(density_fn, bbox, resolution).reshape(-1)
-    cell = (bbox[1] - bbox[0]) / (resolution - 1)
-    prob = np.where(sigma > threshold, 1.0 - np.exp(-sigma * float(np.linalg.norm(cell))), 0.0)
-    if prob.sum() <= 0:
-        raise ValueError(f"the field's density never exceeds {threshold}")
-    rng = np.random.default_rng(key)
-    idx = rng.choice(len(prob), size=n, p=prob / prob.sum())
-    ijk = np.stack(np.unravel_index(idx, (resolution,) * 3), -1)
-    points = (bbox[0] + (ijk + rng.uniform(-0.5, 0.5, ijk.shape)) * cell).astype(np.float32)
-    dirs = np.tile(np.array([0.0, 0.0, -1.0], np.float32), (n, 1))
-    return points, np.asarray(color_fn(points, dirs))
-
-
 def remove_outliers(points: np.ndarray, colors: np.ndarray, k: int, std: float):
     """Drop points whose mean distance to their ``k`` nearest neighbours exceeds the
     mean of that distance by ``std`` standard deviations (statistical outlier removal)."""
-    from scipy.spatial import cKDTree
-
     if len(points) <= k:
         return points, colors
     dist, _ = cKDTree(points).query(points, k=k + 1)

@@ -27,10 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 from jax.sharding import NamedSharding, PartitionSpec as P
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from ..cameras import Cameras, image_rays, intersect_box
-from .occupancy_grid import OccupancyGridState
 from .samplers import SampleAnnealing, pack_samples, sample_stratified, unpack
 from .spaces import NDC, Contraction
 from .volume import composite_packed
@@ -65,7 +64,7 @@ def march(
     origins: Float[Array, "R 3"],
     directions: Float[Array, "R 3"],
     bbox: Float[Array, "2 3"],
-    grid: OccupancyGridState | None,
+    occupancy,
     num_samples: int,
     key: jax.Array | None,
     anneal: SampleAnnealing | None = None,
@@ -92,10 +91,110 @@ def march(
         t, deltas = sample_stratified(t_near, t_far, num_samples, key)
         x = origins[:, None, :] + t[..., None] * directions[:, None, :]
     mask = jnp.broadcast_to(hit[:, None], t.shape)
-    if grid is not None:
+    if occupancy is not None:
         unit = (x - bbox[0]) / (bbox[1] - bbox[0])
-        mask = mask & grid.query(unit)
+        mask = mask & occupancy.query(unit)
     return t, deltas, x, mask
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedSamples:
+    """The evaluated samples of a batch of ``R`` rays in ``K`` slots, a ray's samples
+    contiguous and in order along it (`shade_packed`).
+
+    Attributes:
+        ray: ``[K]`` ray id of each slot; ``R`` (one past the last ray) in unused slots.
+        sample: ``[K]`` position along its ray (``0 .. S - 1``).
+        index: ``[K]`` into the flat ``[R, S]`` sample arrays.
+        valid: ``[K]`` slot holds a sample.
+        t, deltas: ``[K]`` distance along the ray and interval length (scene units).
+        s, ds: ``[K]`` the same normalised to the scene: over the box diagonal, or the
+            scene space's own normalisation (`sparsefield.renderers.spaces`).
+        sigma: ``[K]`` density (0 in unused slots); weights: ``[K]`` ``w_i = T_i alpha_i``;
+        trans: ``[K]`` transmittance ``T_i`` before the sample.
+    """
+
+    ray: Int[Array, " K"]
+    sample: Int[Array, " K"]
+    index: Int[Array, " K"]
+    valid: Bool[Array, " K"]
+    t: Float[Array, " K"]
+    deltas: Float[Array, " K"]
+    s: Float[Array, " K"]
+    ds: Float[Array, " K"]
+    sigma: Float[Array, " K"]
+    weights: Float[Array, " K"]
+    trans: Float[Array, " K"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RenderedRays:
+    """What rendering a batch of rays gives, and what every loss term reads
+    (`sparsefield.losses.base.LossInputs`). Renderers without samples along rays (the
+    Gaussian rasterizer) fill ``rgb``, ``depth``, ``opacity``, ``complete`` and
+    ``distance`` and leave the sample fields None.
+
+    Attributes:
+        rgb: ``[R, 3]`` colour composited on the background.
+        depth: ``[R]`` expected ray distance ``sum_i w_i t_i`` (unnormalised: empty rays 0).
+        opacity: ``[R]`` ``O(r) = sum_i w_i``.
+        complete: ``[R]`` rays whose samples all fit in the budget (only these count).
+        distance: ``[R]`` expected normalised distance, the part nothing stops ending at
+            the ray's far bound: ``sum_i w_i s_i + (1 - O) s_far`` (finite on empty rays).
+        t, deltas, s, ds: ``[R, S]`` every sample's distance and interval, in scene units
+            and normalised (evaluated or not).
+        samples: the evaluated samples (`PackedSamples`).
+        marched: occupied samples marched (before the budget), a scalar.
+    """
+
+    rgb: Float[Array, "R 3"]
+    depth: Float[Array, " R"]
+    opacity: Float[Array, " R"]
+    complete: Bool[Array, " R"]
+    distance: Float[Array, " R"]
+    t: Float[Array, "R S"] | None = None
+    deltas: Float[Array, "R S"] | None = None
+    s: Float[Array, "R S"] | None = None
+    ds: Float[Array, "R S"] | None = None
+    samples: PackedSamples | None = None
+    marched: Array | None = None
+
+    @classmethod
+    def from_dense(cls, complete, sigma=None, weights=None, t=None, deltas=None, s=None, ds=None, opacity=None,
+                   rgb=None, depth=None, distance=None) -> "RenderedRays":
+        """Rays all of whose ``S`` samples were evaluated, from dense ``[R, S]`` arrays
+        (for tests and tools: what a loss term sees); absent arrays are zeros, ``opacity``
+        defaults to the summed weights."""
+        complete = jnp.asarray(complete)
+        shape = next(jnp.shape(a) for a in (sigma, weights, t, s) if a is not None)
+        zeros = jnp.zeros(shape, jnp.float32)
+        pick = lambda a: zeros if a is None else jnp.asarray(a, jnp.float32)  # noqa: E731
+        sigma, weights, t, deltas, s, ds = map(pick, (sigma, weights, t, deltas, s, ds))
+        index = jnp.arange(shape[0] * shape[1])
+        samples = PackedSamples(ray=index // shape[1], sample=index % shape[1], index=index,
+                                valid=jnp.ones(index.shape, bool), t=t.ravel(), deltas=deltas.ravel(), s=s.ravel(),
+                                ds=ds.ravel(), sigma=sigma.ravel(), weights=weights.ravel(), trans=zeros.ravel())
+        opacity = jnp.sum(weights, axis=-1) if opacity is None else jnp.asarray(opacity)
+        rays = jnp.zeros(shape[:1])
+        return cls(rgb=jnp.zeros(shape[:1] + (3,)) if rgb is None else rgb, depth=rays if depth is None else depth,
+                   opacity=opacity, complete=complete, distance=rays if distance is None else distance,
+                   t=t, deltas=deltas, s=s, ds=ds, samples=samples)
+
+    def dense(self, values: Float[Array, " K"]) -> Float[Array, "R S"]:
+        """Packed per-sample values scattered into ``[R, S]`` (zero where not evaluated)."""
+        return unpack(values, self.samples.index, self.samples.valid, self.t.shape)
+
+    @property
+    def sigma(self) -> Float[Array, "R S"]:
+        """Densities ``[R, S]``, zero where a sample was skipped."""
+        return self.dense(self.samples.sigma)
+
+    @property
+    def weights(self) -> Float[Array, "R S"]:
+        """Compositing weights ``[R, S]``, zero where a sample was skipped."""
+        return self.dense(self.samples.weights)
 
 
 def render_rays(
@@ -104,33 +203,44 @@ def render_rays(
     directions: Float[Array, "R 3"],
     background: Float[Array, "R 3"],
     bbox: Float[Array, "2 3"],
-    grid: OccupancyGridState | None,
+    occupancy,
     config: RenderConfig,
     key: jax.Array | None,
     step=None,
-) -> dict[str, Array]:
+    diagonal: float | None = None,
+) -> RenderedRays:
     """Render a batch of rays with a fixed sample budget (differentiable, jit-friendly).
 
-    ``step`` (the training step) drives ``config.anneal``; None uses the full range.
-
-    Returns:
-        ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``; ``complete [R]`` (rays whose
-        samples all fit in the budget; only these are valid); ``packed`` (the evaluated
-        samples, `shade_packed`); dense ``[R, S]`` views ``t``, ``deltas``, ``sigma`` and
-        ``weights`` (zero where skipped; free unless read) and ``num_samples`` (occupied
-        samples marched).
+    Args:
+        field_fn: ``(x [N, 3], d [N, 3]) -> (sigma [N], rgb [N, 3])`` in the space the
+            samples live in (world, or ``config.space``'s parameter space).
+        occupancy: what marks samples worth evaluating (``query(unit) -> bool``, e.g. an
+            occupancy occupancy's state), or None for every sample.
+        step: the training step; drives ``config.anneal`` (None: the full range).
+        diagonal: the scene box diagonal normalising ``s`` (default: from ``bbox``).
     """
     t, deltas, x, mask = march(
-        origins, directions, bbox, grid, config.num_samples, key, config.anneal, step, config.space
+        origins, directions, bbox, occupancy, config.num_samples, key, config.anneal, step, config.space
     )
     out = shade_packed(field_fn, t, deltas, x, mask, directions, config.sample_budget, background)
-    packed = out["packed"]
-    # Dense views for loss terms that want them; XLA drops them when nothing reads them.
-    dense = lambda v: unpack(v, packed["index"], packed["valid"], mask.shape)  # noqa: E731
-    out["weights"], out["sigma"] = dense(packed["weights"]), dense(packed["sigma"])
-    out["t"], out["deltas"] = t, deltas
-    out["num_samples"] = jnp.sum(mask)
-    return out
+    packed = out.pop("packed")
+    if diagonal is None:
+        diagonal = jnp.linalg.norm(bbox[1] - bbox[0])
+    space = config.space
+    if space is None:
+        s, ds = t / diagonal, deltas / diagonal
+        packed_s, packed_ds = packed["t"] / diagonal, packed["deltas"] / diagonal
+    else:
+        s, ds = space.distortion_coords(t, deltas, diagonal)
+        packed_s, packed_ds = s.ravel()[packed["index"]], ds.ravel()[packed["index"]]
+    samples = PackedSamples(s=packed_s, ds=packed_ds, **packed)
+    weights = unpack(samples.weights, samples.index, samples.valid, mask.shape)
+    s_far = s[:, -1] + 0.5 * ds[:, -1]
+    distance = jnp.sum(weights * s, axis=-1) + (1.0 - jnp.sum(weights, axis=-1)) * s_far
+    return RenderedRays(
+        rgb=out["rgb"], depth=out["depth"], opacity=out["opacity"], complete=out["complete"],
+        distance=distance, t=t, deltas=deltas, s=s, ds=ds, samples=samples, marched=jnp.sum(mask),
+    )
 
 
 def shade_packed(field_fn, t, deltas, x, mask, directions, budget: int, background) -> dict[str, Array]:
@@ -171,15 +281,15 @@ def _bucket(n: int, minimum: int = 2**15) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "space"))
-def _march_count(origins, directions, bbox, grid, num_samples, space=None):
-    _, _, _, mask = march(origins, directions, bbox, grid, num_samples, None, space=space)
+def _march_count(origins, directions, bbox, occupancy, num_samples, space=None):
+    _, _, _, mask = march(origins, directions, bbox, occupancy, num_samples, None, space=space)
     return jnp.sum(mask)
 
 
 @functools.partial(jax.jit, static_argnames=("field_fn", "num_samples", "budget", "space"))
-def _field_pass(field_fn, params, origins, directions, bbox, grid, background, num_samples, budget, min_trans,
+def _field_pass(field_fn, params, origins, directions, bbox, occupancy, background, num_samples, budget, min_trans,
                 space=None):
-    t, deltas, x, mask = march(origins, directions, bbox, grid, num_samples, None, space=space)
+    t, deltas, x, mask = march(origins, directions, bbox, occupancy, num_samples, None, space=space)
     out = shade_packed(lambda xs, ds: field_fn(params, xs, ds), t, deltas, x, mask, directions, budget, background)
     packed = out.pop("packed")
     seen = packed["valid"] & (packed["trans"] > min_trans)
@@ -188,43 +298,43 @@ def _field_pass(field_fn, params, origins, directions, bbox, grid, background, n
     return out
 
 
-def render_chunk(field_fn, params, origins, directions, bbox, grid, config, background, mesh=None):
+def render_chunk(field_fn, params, origins, directions, bbox, occupancy, config, background, mesh=None):
     """Render one chunk of rays (inference): count the occupied samples, then evaluate
     the field on exactly those, packed into a power-of-two buffer. With a ``mesh``, the
     chunk is split along its one axis and each device marches and shades its part."""
     if mesh is None:
-        n = int(_march_count(origins, directions, bbox, grid, config.num_samples, config.space))
+        n = int(_march_count(origins, directions, bbox, occupancy, config.num_samples, config.space))
         return _field_pass(
-            field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
+            field_fn, params, origins, directions, bbox, occupancy, background, config.num_samples,
             _bucket(n), config.min_transmittance, config.space,
         )
-    counts = _march_count_sharded(mesh, origins, directions, bbox, grid, config.num_samples, config.space)
+    counts = _march_count_sharded(mesh, origins, directions, bbox, occupancy, config.num_samples, config.space)
     return _field_pass_sharded(
-        mesh, field_fn, params, origins, directions, bbox, grid, background, config.num_samples,
+        mesh, field_fn, params, origins, directions, bbox, occupancy, background, config.num_samples,
         _bucket(int(np.max(counts))), config.min_transmittance, config.space,
     )
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "num_samples", "space"))
-def _march_count_sharded(mesh, origins, directions, bbox, grid, num_samples, space=None):
+def _march_count_sharded(mesh, origins, directions, bbox, occupancy, num_samples, space=None):
     rays, rep = P(mesh.axis_names[0]), P()
     count = lambda o, d, b, g: _march_count(o, d, b, g, num_samples, space)[None]  # noqa: E731
     return jax.shard_map(count, mesh=mesh, in_specs=(rays, rays, rep, rep), out_specs=rays)(
-        origins, directions, bbox, grid)
+        origins, directions, bbox, occupancy)
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "field_fn", "num_samples", "budget", "space"))
-def _field_pass_sharded(mesh, field_fn, params, origins, directions, bbox, grid, background,
+def _field_pass_sharded(mesh, field_fn, params, origins, directions, bbox, occupancy, background,
                         num_samples, budget, min_trans, space=None):
     rays, rep = P(mesh.axis_names[0]), P()
     shade = lambda p, o, d, b, g, bg, m: _field_pass(  # noqa: E731
         field_fn, p, o, d, b, g, bg, num_samples, budget, m, space)
     return jax.shard_map(shade, mesh=mesh, in_specs=(rep, rays, rays, rep, rep, rep, rep), out_specs=rays)(
-        params, origins, directions, bbox, grid, background, min_trans)
+        params, origins, directions, bbox, occupancy, background, min_trans)
 
 
 def render_image(
-    field_fn, params, camera: Cameras, bbox, grid, config: RenderConfig, background, mesh=None
+    field_fn, params, camera: Cameras, bbox, occupancy, config: RenderConfig, background, mesh=None
 ) -> dict[str, np.ndarray]:
     """Render one camera: ``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` and
     ``samples [H, W]`` (occupied samples per ray seen through more than
@@ -235,7 +345,7 @@ def render_image(
     same object reuses compiled code across calls.
 
     With a device ``mesh`` (one axis), each chunk holds ``chunk`` rays per device and is
-    split over the devices; parameters and grid are replicated on them once.
+    split over the devices; parameters and occupancy are replicated on them once.
     """
     origins, directions = image_rays(camera)
     origins = origins.reshape(-1, 3)
@@ -245,7 +355,7 @@ def render_image(
     total = origins.shape[0]
     chunk = config.chunk
     if mesh is not None:
-        params, grid = jax.device_put((params, grid), NamedSharding(mesh, P()))
+        params, occupancy = jax.device_put((params, occupancy), NamedSharding(mesh, P()))
         chunk *= mesh.devices.size
     pad = (-total) % chunk
     origins = jnp.pad(origins, ((0, pad), (0, 0)))
@@ -253,7 +363,7 @@ def render_image(
     parts = []
     for start in range(0, total + pad, chunk):
         sl = slice(start, start + chunk)
-        out = render_chunk(field_fn, params, origins[sl], directions[sl], bbox, grid, config, background, mesh)
+        out = render_chunk(field_fn, params, origins[sl], directions[sl], bbox, occupancy, config, background, mesh)
         parts.append(jax.device_get(out))
     merged = {k: np.concatenate([p[k] for p in parts])[:total] for k in parts[0]}
     shape = (camera.height, camera.width)

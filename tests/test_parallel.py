@@ -20,27 +20,26 @@ from sparsefield.renderers.samplers import sample_stratified
 
 SCRIPT = textwrap.dedent(
     """
-    import dataclasses, importlib.util, json, sys
+    import dataclasses, json
     import jax, jax.numpy as jnp, numpy as np
-    from sparsefield import parallel, runs
+    from sparsefield import parallel
     from sparsefield.cameras import make_cameras, orbit_poses
+    from sparsefield.config import RunConfig
     from sparsefield.datasets.batches import RayData
     from sparsefield.fields.field import FieldConfig
     from sparsefield.fields.grid import HashGrid
-    from sparsefield.renderers.occupancy_grid import OccupancyGridConfig
-    from sparsefield.renderers.regularizers import Distortion, Regularizers
+    from sparsefield.losses.distortion import Distortion
+    from sparsefield.losses.regularizers import Regularizers
+    from sparsefield.methods.nerf import RadianceFieldMethod
     from sparsefield.renderers.render import RenderConfig, render_image
-
-    spec = importlib.util.spec_from_file_location("train_module", sys.argv[1])
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    from sparsefield.samplers.grid import OccupancyGridConfig
 
     rng = np.random.default_rng(0)
     cams = make_cameras(orbit_poses((0, 0, 0), 3.0, 20.0, 4), 0.7, 16, 16)
     data = RayData(jnp.asarray(rng.uniform(size=(4, 16, 16, 3)), jnp.float32), jnp.ones((4, 16, 16)),
                    jax.tree_util.tree_map(jnp.asarray, cams), jnp.ones(3, jnp.float32), False)
-    bbox = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], np.float32)
-    config = runs.RunConfig(
+    bbox = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    config = RunConfig(
         steps=3, rays_per_batch=64,
         field=FieldConfig(encoding=HashGrid(levels=4, log2_table_size=10, max_res=64)),
         render=RenderConfig(num_samples=16, sample_budget=64 * 16),
@@ -49,20 +48,20 @@ SCRIPT = textwrap.dedent(
     )
     results = {}
     for n in (1, 4):
-        mesh = parallel.data_mesh(jax.devices()[:n])
-        field = runs.make_field(config, bbox)
-        state = parallel.replicate(runs.init_state(config, field), mesh)
-        step_fn = train.make_train_step(config, field, bbox, mesh)
+        method = RadianceFieldMethod(config, bbox)
+        method.mesh = parallel.data_mesh(jax.devices()[:n])
+        state = method.place(method.fresh())
+        step_fn = method.train_step(0)
         losses = []
         for i in range(config.steps):
-            state, m = step_fn(state, parallel.replicate(data, mesh), jax.random.PRNGKey(i))
+            state, m = step_fn(state, parallel.replicate(data, method.mesh), jax.random.PRNGKey(i))
             losses.append(float(m["loss"]))
-        leaves = jax.tree_util.tree_leaves(parallel.to_host(state.params))
-        image = render_image(field.__call__, state.params, cams[0], bbox, state.grid,
-                             dataclasses.replace(config.render, chunk=32), jnp.ones(3), mesh)
+        leaves = jax.tree_util.tree_leaves(parallel.to_host(state["params"]))
+        image = render_image(method.field(0).__call__, state["params"], cams[0], bbox, state["occupancy"],
+                             dataclasses.replace(config.render, chunk=32), jnp.ones(3), method.mesh)
         results[n] = {"losses": losses, "params": [np.asarray(x).ravel().tolist() for x in leaves],
                       "rays": float(m["rays"]), "image": image["rgb"].ravel().tolist(),
-                      "sharded": len(state.params["density_mlp"][0]["w"].sharding.device_set)}
+                      "sharded": len(state["params"]["density_mlp"][0]["w"].sharding.device_set)}
     print("RESULT" + json.dumps({"devices": jax.device_count(), **results}))
     """
 )
@@ -72,8 +71,7 @@ def test_four_devices_train_and_render_like_one():
     # Optimisation level 0 halves the compile time; both device counts use it alike.
     flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-    train_py = os.path.join(os.path.dirname(parallel.__file__), "train.py")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, train_py], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))

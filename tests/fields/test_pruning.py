@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsefield import runs
+from sparsefield import checkpoints
+from sparsefield.config import PRESETS, config_from_json, config_to_json
+from sparsefield.errors import UsageError
+from sparsefield.methods.nerf import RadianceFieldMethod
 from sparsefield.cameras import make_cameras, orbit_poses
 from sparsefield.fields import pruning
 from sparsefield.fields.field import FieldConfig, RadianceField
@@ -17,7 +20,7 @@ from sparsefield.fields.grid import HashGrid
 from sparsefield.fields.pruning import ADMMPruner, SaliencyMask
 from sparsefield.fields.simplex import SimplexGrid
 from sparsefield.fields.voxel import VoxelGrid
-from sparsefield.renderers.occupancy_grid import init_occupancy, OccupancyGridConfig
+from sparsefield.samplers.grid import OccupancyGridConfig, init_occupancy
 from sparsefield.renderers.render import RenderConfig, render_image
 
 BBOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
@@ -215,21 +218,27 @@ def test_compaction_keeps_the_field_and_every_reachable_row(name, tmp_path):
     used = (np.asarray(m) > 0) & np.stack([np.asarray(w) > 0 for _, w in corners])
     assert keep.reshape(-1)[rows[used]].all()
     # ... so zeroing the others changes no density and no colour anywhere.
-    state = runs.TrainState(jnp.zeros((), jnp.int32), params, None, None)
-    compact = pruning.compact_tree(state, keep)
-    sigma_c, rgb_c, _, _ = probe(compact.params, x)
+    compact = pruning.compact_tree({"params": params}, keep)["params"]
+    sigma_c, rgb_c, _, _ = probe(compact, x)
     assert np.std(np.asarray(sigma)) > 0.01
     np.testing.assert_allclose(sigma_c, sigma, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rgb_c, rgb, atol=1e-6)
 
-    path = runs.save_checkpoint(tmp_path, compact, rows=keep)
-    dense = runs.save_checkpoint(tmp_path / "dense", compact)
+    # The method's checkpoint stores the kept rows only and reads back the same tables.
+    config = dataclasses.replace(PRESETS["pruned"], field=field.config)
+    method = RadianceFieldMethod(config, np.asarray(BBOX))
+    state = {**method.fresh(), "params": compact, "rows": keep}
+    path = checkpoints.write(tmp_path, 0, method.to_arrays(state), "nerf")
+    unpacked = {k: v for k, v in state.items() if k != "rows"}
+    dense = checkpoints.write(tmp_path / "dense", 0, method.to_arrays(unpacked), "nerf")
     assert path.stat().st_size < dense.stat().st_size
-    loaded = runs.load_checkpoint(path, state)
-    np.testing.assert_array_equal(loaded.params["encoding"]["table"], compact.params["encoding"]["table"])
-    np.testing.assert_array_equal(loaded.params["saliency"]["mask"], params["saliency"]["mask"])
+    version, arrays, _ = checkpoints.read(path)
+    loaded = method.from_arrays(arrays, version, path)
+    np.testing.assert_array_equal(loaded["params"]["encoding"]["table"], compact["encoding"]["table"])
+    np.testing.assert_array_equal(loaded["params"]["saliency"]["mask"], params["saliency"]["mask"])
+    np.testing.assert_array_equal(loaded["rows"], keep)
 
-    n = pruning.count_pruned_params(compact.params, keep, enc.features)
+    n = pruning.count_pruned_params(compact, keep, enc.features)
     mlps = sum(np.size(v) for k, v in jax.tree_util.tree_leaves_with_path(params) if "mlp" in str(k[0]))
     nonzero_mask = np.count_nonzero(params["saliency"]["mask"])
     assert n == keep.sum() * enc.features + mlps + nonzero_mask + np.size(params["direction"] or [])
@@ -247,11 +256,10 @@ def test_compaction_leaves_the_rendered_image_identical():
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
-def test_pruned_preset_and_config_round_trip(tmp_path):
-    config = runs.PRESETS["pruned"]
+def test_pruned_preset_and_config_round_trip():
+    config = PRESETS["pruned"]
     assert config.pruner is not None and config.field.saliency is not None
-    runs.save_config(config, tmp_path, {})
-    assert runs.load_config(tmp_path)[0] == config
+    assert config_from_json(config_to_json(config)) == config
     bad = dataclasses.replace(config, field=dataclasses.replace(config.field, saliency=None))
-    with pytest.raises(runs.UsageError, match="saliency"):
-        runs.init_state(bad, RadianceField(bad.field, BBOX))
+    with pytest.raises(UsageError, match="saliency"):
+        RadianceFieldMethod(bad, np.asarray(BBOX))

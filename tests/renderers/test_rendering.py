@@ -1,5 +1,5 @@
 """Cameras, compositing against closed forms, packed marching against the dense
-reference, the occupancy grid and chunked image rendering."""
+reference and chunked image rendering."""
 
 import math
 
@@ -8,12 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsefield.cameras import intersect_box, look_at, make_cameras, pixel_rays, image_rays
-from sparsefield.renderers.occupancy_grid import (
-    OccupancyGridConfig,
-    init_occupancy,
-    query_occupancy,
-    update_occupancy,
-)
 from sparsefield.renderers.render import RenderConfig, render_image, render_rays
 from sparsefield.renderers.samplers import pack_samples
 from sparsefield.renderers.volume import composite, composite_packed, segment_cumsum, segment_starts
@@ -154,36 +148,10 @@ def test_packed_march_equals_dense_reference():
     bg = jnp.ones((64, 3))
     dense = render_rays(ball_field, o, d, bg, BOX, None, RenderConfig(num_samples=48, sample_budget=64 * 48), None)
     small = render_rays(ball_field, o, d, bg, BOX, None, RenderConfig(num_samples=48, sample_budget=20 * 48), None)
-    assert 18 <= int(small["complete"].sum()) <= 21
-    keep = np.asarray(small["complete"])
-    np.testing.assert_allclose(small["rgb"][keep], dense["rgb"][keep], atol=1e-6)
-    assert dense["complete"].all()
-
-
-def test_occupancy_grid_follows_density_and_skips_empty_space():
-    config = OccupancyGridConfig(resolution=16, warmup_steps=0, chunk=1024)
-    state = init_occupancy(config)
-    density = lambda x: ball_field(x, x)[0]  # noqa: E731
-    for k in range(10):  # repeated refreshes: the EMA-max approaches each cell's max density
-        state = update_occupancy(config, state, density, BOX, 2 / 64, jax.random.PRNGKey(k), jnp.array(10))
-    occupied = np.asarray(state.occupied)
-    centres = (np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1
-    r = np.linalg.norm(centres, axis=-1)
-    assert occupied[r < 0.4].all() and not occupied[r > 0.75].any()
-    assert not bool(query_occupancy(state, jnp.array([1.5, 0.5, 0.5])))
-    # warm-up keeps every cell occupied
-    warm = update_occupancy(OccupancyGridConfig(resolution=16, chunk=1024), init_occupancy(config),
-                            density, BOX, 2 / 64, jax.random.PRNGKey(0), jnp.array(0))
-    assert np.asarray(warm.occupied).all()
-    # with the grid, the march skips most samples but the image stays the same
-    o, d = random_rays(64, jax.random.PRNGKey(1))
-    cfg = RenderConfig(num_samples=64, sample_budget=64 * 64)
-    with_grid = render_rays(ball_field, o, d, jnp.ones((64, 3)), BOX, state, cfg, None)
-    without = render_rays(ball_field, o, d, jnp.ones((64, 3)), BOX, None, cfg, None)
-    assert int(with_grid["num_samples"]) < 0.5 * int(without["num_samples"])
-    # skipped cells each hold alpha below the 1% threshold: small, bounded differences
-    np.testing.assert_allclose(with_grid["rgb"], without["rgb"], atol=0.03)
-    assert float(jnp.mean(jnp.abs(with_grid["rgb"] - without["rgb"]))) < 3e-3
+    assert 18 <= int(small.complete.sum()) <= 21
+    keep = np.asarray(small.complete)
+    np.testing.assert_allclose(small.rgb[keep], dense.rgb[keep], atol=1e-6)
+    assert dense.complete.all()
 
 
 def test_render_image_matches_dense_rendering():
@@ -195,49 +163,8 @@ def test_render_image_matches_dense_rendering():
     o, d = image_rays(cam)
     ref = render_rays(ball_field, o.reshape(-1, 3), d.reshape(-1, 3), jnp.ones((480, 3)), BOX, None,
                       RenderConfig(num_samples=64, sample_budget=480 * 64), None)
-    np.testing.assert_allclose(img["rgb"].reshape(-1, 3), ref["rgb"], atol=1e-5)
-    np.testing.assert_allclose(img["opacity"].reshape(-1), ref["opacity"], atol=1e-5)
+    np.testing.assert_allclose(img["rgb"].reshape(-1, 3), ref.rgb, atol=1e-5)
+    np.testing.assert_allclose(img["opacity"].reshape(-1), ref.opacity, atol=1e-5)
     assert img["rgb"].shape == (20, 24, 3) and img["opacity"].max() > 0.99
     # behind an opaque surface samples no longer count as seen
     assert np.mean(img["samples"][img["opacity"] > 0.999] < 40) > 0.8
-
-
-def test_visual_hull_carving_keeps_the_object_and_removes_background():
-    from sparsefield.cameras import orbit_poses
-    from sparsefield.renderers.occupancy_grid import carve_visual_hull
-
-    poses = orbit_poses([0, 0, 0], 3.0, 20.0, 6)
-    cams = make_cameras(poses, fov_x=0.9, width=40, height=40)
-    masks = []
-    for k in range(6):  # alpha mask of a ball of radius 0.5 at the origin
-        o, d = image_rays(cams[k])
-        b = jnp.sum(o * d, -1)
-        disc = b**2 - (jnp.sum(o * o, -1) - 0.25)
-        masks.append(np.asarray(disc > 0, np.float32))
-    config = OccupancyGridConfig(resolution=16)
-    grid = carve_visual_hull(init_occupancy(config), cams, np.stack(masks), np.asarray(BOX))
-    allowed = np.asarray(grid.allowed)
-    centres = (np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1
-    r = np.linalg.norm(centres, axis=-1)
-    assert allowed[r < 0.55].all()  # every cell touching the ball survives
-    assert allowed.mean() < 0.35 and not allowed[r > 1.2].any()
-    assert not np.asarray(grid.occupied)[~allowed].any()
-
-
-def test_carving_by_view_count_needs_no_masks():
-    """Cells that fewer than ``min_seen`` cameras see are forbidden (the same count as the
-    Gaussians' `hull_test`); the centre, seen by all six, survives every count."""
-    from sparsefield.cameras import orbit_poses
-    from sparsefield.fields.gaussians import hull_test
-    from sparsefield.renderers.occupancy_grid import carve_visual_hull
-
-    cams = make_cameras(orbit_poses([0, 0, 0], 3.0, 20.0, 6), fov_x=0.6, width=40, height=40)
-    config = OccupancyGridConfig(resolution=16)
-    centres = ((np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 2 - 1).reshape(-1, 3)
-    kept = []
-    for k in (1, 3, 6):
-        allowed = np.asarray(carve_visual_hull(init_occupancy(config), cams, None, np.asarray(BOX), min_seen=k).allowed)
-        np.testing.assert_array_equal(allowed.reshape(-1), hull_test(centres, cams, None, min_views=k)[0])
-        assert allowed.reshape(-1)[np.linalg.norm(centres, axis=-1) < 0.3].all()
-        kept.append(allowed.mean())
-    assert kept[0] > kept[1] > kept[2] > 0

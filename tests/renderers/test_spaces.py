@@ -61,10 +61,10 @@ def test_slab_transmittance_through_each_space():
     o, d = jnp.array([[0.0, 0.0, 0.0]]), jnp.array([[1.0, 0.0, 0.0]])
     config = RenderConfig(num_samples=256, sample_budget=512, space=Contraction(far=100.0, inner_fraction=0.5))
     out = render_rays(slab, o, d, jnp.zeros(3), BOX, None, config, None)
-    np.testing.assert_allclose(1.0 - float(out["opacity"][0]), np.exp(-sigma0 * 1.0), rtol=1e-3)
+    np.testing.assert_allclose(1.0 - float(out.opacity[0]), np.exp(-sigma0 * 1.0), rtol=1e-3)
     ndc = NDC(near=1.0, focal_x=1.0, focal_y=1.0)
     config = RenderConfig(num_samples=64, sample_budget=128, space=ndc)
     o, d = jnp.zeros((1, 3)), jnp.array([[0.0, 0.0, -1.0]])
     out = render_rays(field, o, d, jnp.zeros(3), BOX, None, config, jax.random.PRNGKey(0))
     length = float(jnp.linalg.norm(ndc.rays(o, d)[1]))  # the NDC ray runs t' in [0, 1]
-    np.testing.assert_allclose(1.0 - float(out["opacity"][0]), np.exp(-sigma0 * length), rtol=1e-4)
+    np.testing.assert_allclose(1.0 - float(out.opacity[0]), np.exp(-sigma0 * length), rtol=1e-4)

@@ -1,15 +1,11 @@
 """Gaussian scenes: the 3DGS PLY round trip, SH colour by degree, densification with
-its optimizer re-indexing, and `--method splat` end to end through the command line."""
-
-import json
+its optimizer re-indexing."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import trimesh
 
-from sparsefield import evaluate
 from sparsefield.fields import gaussians as gs
 from sparsefield.renderers.densify import DensifyConfig, DensifyState, DensifyStrategy
 
@@ -94,85 +90,7 @@ def test_densify_prunes_gaussians_marked_outside_and_never_grows_them():
     np.testing.assert_array_equal(np.asarray(new["means"][1]), np.asarray(p["means"][0]))  # the clone
 
 
-def test_splat_method_trains_renders_and_exports(scene, tmp_path, cli):
-    run = tmp_path / "splat"
-    cli("train", "--method", "splat", "--preset", "fewshot", "--data", scene, "--views", 8, "--steps", 40, "--out", run,
-        "--eval-every", 1000, "--checkpoint-every", 1000, "--splat.crop", 0,
-        "--splat.gaussians.init-points", 1024, "--splat.raster.tile-capacity", 64,
-        "--splat.densify.start", 20, "--splat.densify.every", 20,
-        "--splat.coarse", 0)  # the PSNR check below compares full-resolution steps
-    history = json.loads((run / "history.json").read_text())["train"]
-    assert history[-1]["psnr"] > history[0]["psnr"] + 2.0
-    assert all(np.isfinite(h["loss_mask"]) and h["loss_mask"] > 0.0 for h in history)  # the preset's mask loss
-    assert json.loads((run / "metrics.json").read_text())["psnr"] > 12.0
-    evaluate.run_command("export", ["--run", str(run), "--out", str(tmp_path / "scene.splat.ply")])
-    assert len(gs.read_ply(tmp_path / "scene.splat.ply")["means"]) > 500
-    evaluate.run_command("export", ["--run", str(run), "--out", str(tmp_path / "mesh.ply"), "--resolution", "32"])
-    assert len(trimesh.load(tmp_path / "mesh.ply").faces) > 0
-
-
-def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
-    """A sphere of radius 0.5 seen by 4 cameras around it and one above: hull points stay
-    near it (the box corners are 1.7 away), and density seeding stays inside it."""
-    from sparsefield.cameras import image_rays, look_at, make_cameras
-
-    eyes = [[3, 0, 0.5], [0, 3, 0.5], [-3, 0, 0.5], [0, -3, 0.5], [0.1, 0, 3]]
-    cams = make_cameras(np.stack([look_at(e, [0, 0, 0]) for e in eyes]), 1.2, 32, 32)
-    masks = []
-    for k in range(len(eyes)):
-        o, d = (np.asarray(a) for a in image_rays(jax.tree_util.tree_map(jnp.asarray, cams[k])))
-        b = np.sum(o * d, -1)
-        masks.append((b * b - np.sum(o * o, -1) + 0.25 > 0).astype(np.float32))
-    bbox = np.array([[-1.0] * 3, [1.0] * 3])
-    points, colors = gs.visual_hull_points(0, cams, np.stack(masks), np.ones((5, 32, 32, 3)), bbox, 500)
-    assert len(points) == 500 and np.linalg.norm(points, axis=-1).max() < 0.9
-    np.testing.assert_allclose(colors, 1.0)
-    inside, _ = gs.hull_test(np.array([[0.0, 0, 0], [0.3, 0, 0.1], [0.95, 0.95, 0], [0, 0, 0.9]]), cams, np.stack(masks))
-    assert inside.tolist() == [True, True, False, False]
-    # Of the cameras at +x and +y, a point near the first is in its frustum only: kept at
-    # min_views 1, pruned at 2, with or without masks (without, only the count is tested).
-    two, near = cams[:2], np.array([[2.0, 0.3, 0.5], [0.0, 0.0, 0.0]])
-    assert gs.hull_test(near, two, None)[0].tolist() == [True, True]
-    assert gs.hull_test(near, two, None, min_views=2)[0].tolist() == [False, True]
-    assert gs.hull_test(near, two, np.ones((2, 32, 32)), min_views=2)[0].tolist() == [False, True]
-    assert gs.hull_test(near, two, None, min_views=99)[0].tolist() == [False, True]  # capped at 2 views
-    sphere = lambda x: np.where(np.linalg.norm(x, axis=-1) < 0.5, 100.0, 0.0).astype(np.float32)  # noqa: E731
-    points, _ = gs.density_points(0, sphere, lambda x, d: np.zeros_like(x), bbox, 300, resolution=32)
-    assert np.linalg.norm(points, axis=-1).max() < 0.5 + 2.0 / 31 * np.sqrt(3)
-
-
 def test_densification_stops_at_a_fraction_of_the_run():
     strategy = DensifyStrategy(DensifyConfig(start=100, every=100, stop=0.5), steps=1000)
     assert [s for s in range(1, 1001) if strategy.due(s)] == [100, 200, 300, 400]
     assert not any(DensifyStrategy(DensifyConfig(stop=0.0), steps=1000).due(s) for s in range(1, 1001))
-
-
-def test_training_ssim_matches_metric():
-    """The splat loss's SSIM (banded-matrix blur) equals `metrics.ssim` on a crop whose
-    statistics need no clipping, and its gradient is finite."""
-    from sparsefield import metrics, splat
-
-    key = jax.random.PRNGKey(0)
-    x = jax.random.uniform(key, (40, 50, 3))
-    y = jnp.clip(x + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), x.shape), 0.0, 1.0)
-    np.testing.assert_allclose(float(splat.ssim_for_training(x, y)), float(metrics.ssim(x, y)), atol=1e-6)
-    assert bool(jnp.all(jnp.isfinite(jax.grad(splat.ssim_for_training)(x, y))))
-
-
-def test_coarse_crop_is_the_pooled_view(scene):  # noqa: F811 (fixture)
-    """A factor-2 crop of a whole view is the view averaged over 2x2 pixels, seen by a
-    camera with half the focal length and principal point."""
-    from sparsefield import splat
-    from sparsefield.datasets import load_scene
-    from sparsefield.datasets.batches import make_ray_data
-
-    loaded = load_scene(scene)
-    data = make_ray_data(loaded, loaded.split("train")[:2])
-    cam, rgb, bg, alpha = splat.crop_view(data, jax.random.PRNGKey(3), 0, False, factor=2)
-    view = int(np.argmin([np.abs(np.asarray(data.cameras.c2w[i]) - np.asarray(cam.c2w)).max() for i in range(2)]))
-    h, w = data.images.shape[1:3]
-    pooled = np.asarray(data.images[view]).reshape(h // 2, 2, w // 2, 2, 3).mean((1, 3))
-    np.testing.assert_allclose(np.asarray(rgb), pooled, atol=1e-6)
-    assert (cam.width, cam.height) == (w // 2, h // 2)
-    np.testing.assert_allclose(float(cam.fx), float(data.cameras.fx[view]) / 2)
-    np.testing.assert_allclose(float(cam.cx), float(data.cameras.cx[view]) / 2)

@@ -1,0 +1,270 @@
+"""The command line: ``sparsefield train | demo | render | eval | export``.
+
+Train flags are the `RunConfig` tree (``--render.num-samples 256``). A choice between
+components is made with ``--PATH NAME`` (``--field.encoding voxel``) or the token
+``PATH:NAME`` (``field.encoding:voxel``); a component's own flags need no choice when the
+preset already uses that component; flags and choices go in any order. A chosen
+component inherits the settings the preset changed in the one it replaces (`inherit`).
+A wrong flag gets a few lines that name the nearest right ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from pathlib import Path
+
+import tyro
+
+from .cache import use_compile_cache
+from .config import (PRESETS, RunConfig, component_paths, config_classes, get_path, inherit, replace_path,
+                     strip_annotated, union_members)
+from .datasets import DatasetError
+from .errors import UsageError
+from .evaluate import evaluate_run
+from .methods import METHODS
+from .outputs import ExportArgs, RenderArgs, export_mesh, render_path
+from .train import Diverged, train
+
+ALIASES = {"--sampler": ("occupancy", {"grid": "grid", "occupancy-net": "net", "net": "net", "none": "none"})}
+"""Flags that name a component choice under another name: ``--sampler occupancy-net`` is
+``--occupancy net``."""
+
+COMMON_FLAGS = (
+    ("--data DIR", "dataset folder (any supported format); default: the built-in demo scene"),
+    ("--views N", "train on N views of the train split (8: the standard few-shot list)"),
+    ("--view-ids 26,86,2", "train on these views of the train split"),
+    ("--protocol NAME", "a published few-shot setting: blender8, llff3|6|9, dtu3|6|9"),
+    ("--steps S", "training steps (default 1000)"),
+    ("--out RUN", "run folder (an existing run resumes)"),
+    ("--scale F", "image scale in (0, 1] (0.5 halves the resolution)"),
+    ("--method NAME", "what holds the scene: " + ", ".join(METHODS)),
+    ("--preset NAME", "base settings the other flags change: " + ", ".join(PRESETS)),
+    ("--seed N", "random seed"),
+)
+
+
+# ---- train flags -------------------------------------------------------------------------
+
+
+def flag_names(cls: type = RunConfig, prefix: str = "") -> set[str]:
+    """Every ``--flag`` of the config tree (over all component choices), with tyro's
+    ``--no-`` forms of booleans."""
+    names = set()
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if tyro.conf.Suppress in getattr(hint, "__metadata__", ()):
+            continue
+        path, tp = prefix + name.replace("_", "-"), strip_annotated(hint)
+        members = [strip_annotated(m) for m in union_members(tp)]
+        nested = [m for m in members if dataclasses.is_dataclass(m)] or ([tp] if dataclasses.is_dataclass(tp) else [])
+        if nested:
+            for member in nested:
+                names |= flag_names(member, path + ".")
+            if members:
+                names.add(f"--{path}")  # --PATH NAME
+            continue
+        names.add(f"--{path}")
+        if tp is bool:
+            names.add(f"--{prefix}no-{name.replace('_', '-')}")
+    return names
+
+
+def nearest(flag: str, names) -> str:
+    """A hint naming the flags closest to ``flag``."""
+    close = difflib.get_close_matches(flag, sorted(names), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{flag}: unknown flag{hint} (sparsefield train --help-all lists every flag)"
+
+
+def split_choices(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Take the component choices out of ``args``: tokens ``PATH:NAME``, ``--PATH NAME``
+    and the `ALIASES`. Returns the other arguments and ``path -> name``."""
+    paths = component_paths()
+    choices = {path: {n for _, n in members} for path, members in paths.items()}
+    rest, chosen, i = [], {}, 0
+    while i < len(args):
+        arg, width = args[i], 1
+        flag = arg.split("=", 1)[0]
+        if ":" in arg and not arg.startswith("-") and arg.split(":", 1)[0] in paths:
+            path, value = arg.split(":", 1)
+            if value not in choices[path]:
+                raise UsageError(f"{arg}: unknown choice for {path}; choose from {', '.join(sorted(choices[path]))}")
+            chosen[path] = value
+        elif arg.startswith("--") and ":" in arg and arg[2:].split(":", 1)[0] in paths:
+            raise UsageError(f"{arg}: a component token takes no dashes; write {arg[2:]}")
+        elif flag in ALIASES or flag[2:] in paths:
+            path, names = ALIASES[flag] if flag in ALIASES else (flag[2:], {n: n for n in choices[flag[2:]]})
+            raw, width = (arg.split("=", 1)[1], 1) if "=" in arg else ((args + [""])[i + 1], 2)
+            if raw not in names:
+                raise UsageError(f"{flag} {raw}: choose from {', '.join(sorted(names))}")
+            chosen[path] = names[raw]
+        else:
+            rest.append(arg)
+        i += width
+    return rest, chosen
+
+
+def with_choices(base: RunConfig, chosen: dict[str, str]) -> RunConfig:
+    """``base`` with each chosen component in place, inheriting what ``base`` changed."""
+    paths = component_paths()
+    for path, name in chosen.items():
+        cls = next(c for c, n in paths[path] if n == name)
+        base = replace_path(base, path, inherit(get_path(base, path), cls))
+    return base
+
+
+def component_args(args: list[str], default: RunConfig) -> list[str]:
+    """Put plain flags first, then each component's token followed by its own flags, as
+    tyro needs. A component's flags get the token of the component ``default`` has there;
+    where that is None (the component is off) they are an error naming the choice that
+    turns it on."""
+    paths = component_paths()
+    owner = lambda flag: max((p for p in paths if flag.startswith(f"--{p}.")), key=len, default=None)  # noqa: E731
+    plain, flags, current = [], {p: [] for p in paths}, None
+    for arg in args:
+        if arg.startswith("--"):
+            path = owner(arg.split("=", 1)[0])
+            current = plain if path is None else flags[path]
+        (current if current is not None else plain).append(arg)
+    out = list(plain)
+    for path, members in paths.items():
+        value = get_path(default, path)
+        name = next(n for c, n in members if (value is None and c is None) or (c is not None and type(value) is c))
+        if flags[path] and value is None:
+            on = " or ".join(f"--{path} {n}" for c, n in members if c is not None)
+            raise UsageError(f"{flags[path][0]}: {path} is off here; turn it on with {on}")
+        out += [f"{path}:{name}", *flags[path]]
+    return out
+
+
+def parse_train_args(args: list[str], preset: str = "default") -> RunConfig:
+    """``--preset NAME`` picks the base config (else ``preset``); every other flag
+    changes it (see the module docstring)."""
+    return parse_train(args, preset)[0]
+
+
+def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, frozenset[str]]:
+    """`parse_train_args`, and the flag paths whose values the user changed."""
+    args = list(args)
+    if "--preset" in args:
+        i = args.index("--preset")
+        preset = args[i + 1] if i + 1 < len(args) else ""
+        del args[i:i + 2]
+    if preset not in PRESETS:
+        raise UsageError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
+    if "--view-ids" in args:  # accept "26,86,2" as well as "26 86 2"
+        i = args.index("--view-ids") + 1
+        if i < len(args) and "," in args[i]:
+            args[i:i + 1] = [v for v in args[i].split(",") if v]
+    if "--help-all" in args:
+        args = [a if a != "--help-all" else "--help" for a in args]
+    elif "-h" in args or "--help" in args:
+        print(train_help())
+        raise SystemExit(0)
+    rest, chosen = split_choices(args)
+    names = flag_names()
+    for arg in rest:
+        if arg.startswith("--") and arg != "--help" and arg.split("=", 1)[0] not in names:
+            raise UsageError(nearest(arg.split("=", 1)[0], names))
+    base = with_choices(PRESETS[preset], chosen)
+    config = tyro.cli(RunConfig, default=base, args=component_args(rest, base), prog="sparsefield train")
+    return config, frozenset(changed_paths(PRESETS[preset], config))
+
+
+def changed_paths(a, b, prefix: str = "") -> list[str]:
+    """Dotted paths (flag spelling) where two config trees differ."""
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        out = []
+        for f in dataclasses.fields(a):
+            out += changed_paths(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name.replace('_', '-')}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def train_help() -> str:
+    """``sparsefield train --help``: the common flags and the component choices."""
+    common = "\n".join(f"  {flag:20s} {text}" for flag, text in COMMON_FLAGS)
+    choices = "\n".join(f"  --{path:26s} {' | '.join(n for _, n in members)}"
+                        for path, members in component_paths().items())
+    return f"""usage: sparsefield train [flags]
+
+Train a scene from posed images, then evaluate it on the test views.
+
+Common flags:
+{common}
+  --sampler NAME       empty-space skipping: grid | occupancy-net | none
+
+Component choices (--PATH NAME, or the token PATH:NAME); the chosen component's own
+flags follow as --PATH.FLAG (e.g. --field.encoding simplex --field.encoding.levels 12):
+{choices}
+
+Every flag with its default and meaning: sparsefield train --help-all"""
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+
+def run_train(args: list[str]) -> None:
+    train(*parse_train(args))
+
+
+def run_demo(args: list[str]) -> None:
+    """Train (``--preset fewshot`` unless given; the demo scene unless ``--data``),
+    evaluate, render an orbit video, export a mesh."""
+    config, given = parse_train(args, preset="fewshot")
+    run = train(config, given)
+    render_path(RenderArgs(run=run, path="orbit", frames=24))
+    export_mesh(ExportArgs(run=run, out=run / "mesh.ply"))
+    print(f"done: open {run}/report.html")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArgs:
+    run: Path
+    """Run folder."""
+    data: Path | None = None
+    """Dataset folder (default: the run's)."""
+
+
+COMMANDS = {
+    "train": ("train a scene (and evaluate it on the test split)", run_train),
+    "render": ("render test views or an orbit to PNG frames and a video",
+               lambda a: render_path(tyro.cli(RenderArgs, args=a, prog="sparsefield render"))),
+    "eval": ("render the test split and write RUN/metrics.json",
+             lambda a: evaluate_run(*dataclasses.astuple(tyro.cli(EvalArgs, args=a, prog="sparsefield eval")))),
+    "export": ("export a mesh (.ply, .obj, .glb) or a splat run's Gaussians (.splat.ply)",
+               lambda a: export_mesh(tyro.cli(ExportArgs, args=a, prog="sparsefield export"))),
+    "demo": ("train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
+             "render an orbit, export a mesh", run_demo),
+}
+
+
+def usage() -> str:
+    lines = "\n".join(f"  {name:8s} {text}" for name, (text, _) in COMMANDS.items())
+    return f"usage: sparsefield COMMAND [flags]   (COMMAND --help for its flags)\n\n{lines}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        raise SystemExit(0)
+    if argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        print(f"error: unknown command {argv[0]!r}{f'; did you mean {close[0]}?' if close else ''}\n\n{usage()}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    use_compile_cache()
+    try:
+        COMMANDS[argv[0]][1](argv[1:])
+    except (DatasetError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+__all__ = ["COMMANDS", "config_classes", "main", "parse_train_args"]

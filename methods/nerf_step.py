@@ -1,0 +1,186 @@
+"""The radiance field's jitted train step, as named stages:
+
+    refresh the sampler  ->  draw and render every ray set  ->  losses  ->  optimiser
+    ->  pruner
+
+Ray sets are the training rays plus whatever the loss terms declare they need (``patch``:
+unseen-view patches for terms that need ``patches``). The loss is a dict of named terms
+(``rgb``: the MSE over the rays that fit in the sample budget; each regularizer
+``weight_at(step) * term(inputs)``; the pruner's and the sampler's own terms); their sum
+is minimised and each is logged as ``loss_NAME``.
+
+Data parallel over ``mesh`` (default: every device, `sparsefield.parallel.data_mesh`):
+each device draws, marches and renders its ``R / n`` rays with a ``K / n`` sample budget
+(`jax.shard_map`); the loss terms, gradients and the update see the whole batch. Every
+ray (and patch) draws from its own key ``fold_in(key, global id)``, so one device and
+many give the same batch and, up to summation order, the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from .. import parallel
+from ..datasets.batches import sample_patches, sample_rays
+from ..fields import pruning
+from ..losses.base import LossInputs
+from ..losses.smoothness import unseen_patches
+from ..renderers.render import RenderConfig, RenderedRays, render_rays
+
+
+class RaySet(NamedTuple):
+    """One set of rays a step draws and renders: ``draw(data, key) -> batch entries``
+    (``[1, ...]`` per key), how many keys per step, and how it is rendered."""
+
+    draw: Callable
+    count: int
+    render: RenderConfig
+    prefix: str
+
+
+def ray_sets(config, terms: dict, box: np.ndarray, diagonal: float) -> dict[str, RaySet]:
+    """The training rays, and the unseen-view patches when a term needs ``patches``."""
+    sets = {"rays": RaySet(lambda d, k: sample_rays(d, k, 1, config.random_background),
+                           config.rays_per_batch, config.render, "")}
+    spec = unseen_patches(terms)
+    if spec is not None:
+        draw = functools.partial(
+            sample_patches, center=jnp.asarray(box).mean(axis=0), scale=diagonal, num_patches=1,
+            size=spec.size, stride=spec.stride, angle_jitter=spec.angle_jitter,
+            radius_jitter=spec.radius_jitter, target_jitter=spec.target_jitter,
+        )
+        budget = dataclasses.replace(config.render, sample_budget=spec.sample_budget)
+        sets["patch"] = RaySet(draw, spec.num_patches, budget, "patch_")
+    return sets
+
+
+def make_train_step(config, field, bbox: np.ndarray, sampler, optimizer, terms: dict, mesh=None):
+    """``train_step(state, data, key) -> (state, metrics)``, jitted with the state donated.
+
+    Args:
+        config: the run config (`sparsefield.config.RunConfig`).
+        field: the `RadianceField` at this stage of training.
+        bbox: ``[2, 3]`` scene box.
+        sampler: the run's `sparsefield.samplers.base.Sampler`.
+        optimizer: the optax transformation of the parameters.
+        terms: ``name -> loss term`` this step evaluates.
+        mesh: devices to shard the rays over (default: all).
+    """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    shards = mesh.devices.size
+    box = jnp.asarray(bbox, jnp.float32)
+    diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
+    space = config.render.space  # the sampler lives in its parameter space (`renderers.spaces`)
+    sampler_box = box if space is None else space.param_box(box)
+    step_size = float(jnp.linalg.norm(sampler_box[1] - sampler_box[0])) / config.render.num_samples
+    sets = ray_sets(config, terms, bbox, diagonal)
+    spec = unseen_patches(terms)
+    patch_shape = (0, 0, 0) if spec is None else (spec.num_patches, spec.size, spec.size)
+    for name, s in sets.items():
+        if s.count % shards:
+            raise ValueError(f"{name}: {s.count} per step do not split over {shards} devices")
+
+    def density_for_sampler(params):
+        """Densities per unit length of the sampler's space."""
+        if space is None:
+            return lambda x: field.sigma(params, x)
+        return lambda x: field.sigma(params, x) * space.density_scale(x, box)
+
+    def render_shard(params, data, occupancy, key, step, sharded=True):
+        """This device's share of every ray set: drawn, then rendered (with ``sharded``
+        False: all of it, outside any `jax.shard_map`)."""
+        if data.images.ndim == 5:  # several processes: this device's slice of the views
+            data = jax.tree_util.tree_map(lambda a: a[0], data)
+        # Varying copies of the replicated parameters: the transpose of this cast sums
+        # the gradients over the devices (custom VJPs, like the grid's, need it explicit).
+        if sharded:
+            params = jax.tree_util.tree_map(lambda p: jax.lax.pcast(p, parallel.AXIS, to="varying"), params)
+        shard = jax.lax.axis_index(parallel.AXIS) if sharded else 0
+        progress = step / config.steps
+        field_fn = lambda x, d: field(params, x, d, progress)  # noqa: E731
+        batch, rendered, marched = {}, {}, None
+        for i, (name, s) in enumerate(sets.items()):
+            ids = shard * (s.count // shards) + jnp.arange(s.count // shards)
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, i), ids)
+            drawn = jax.vmap(lambda k: s.draw(data, k))(keys)
+            drawn = {k: v.reshape(-1, *v.shape[2:]) for k, v in drawn.items()}
+            batch |= drawn
+            rays_each = drawn[f"{s.prefix}origins"].shape[0] // keys.shape[0]
+            march_keys = jax.vmap(jax.random.fold_in)(
+                jnp.repeat(keys, rays_each, axis=0), jnp.tile(jnp.arange(rays_each), keys.shape[0]))
+            background = batch["background"] if name == "rays" else jnp.zeros(3)
+            budget = dataclasses.replace(s.render, sample_budget=s.render.sample_budget // shards)
+            out = render_rays(field_fn, drawn[f"{s.prefix}origins"], drawn[f"{s.prefix}directions"], background,
+                              box, occupancy, budget, march_keys, step, diagonal)
+            rendered[name] = globalise_ray_ids(out, shard, shards)
+            marched = out.marched if name == "rays" else marched
+        return batch, rendered, jax.lax.psum(marched, parallel.AXIS) if sharded else marched
+
+    def render_batch(params, data, occupancy, key, step):
+        """Every ray set, drawn and rendered over the devices."""
+        if shards == 1:  # no shard_map: its gradient sum would copy every gradient (2% of a CPU step)
+            return render_shard(params, data, occupancy, key, step, sharded=False)
+        data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
+        return jax.shard_map(
+            render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
+            out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
+        )(params, data, occupancy, key, step)
+
+    def loss_fn(params, data, state, key):
+        step = state["step"]
+        occupancy = sampler.occupancy(params.get("occupancy"), state["occupancy"], step)
+        batch, rendered, marched = render_batch(params, data, occupancy, key, step)
+        rays = rendered["rays"]
+        inputs = LossInputs(rays, batch, step, rendered.get("patch"), patch_shape,
+                            field.config.encoding, params["encoding"])
+        losses = {"rgb": colour_loss(rays, batch)}
+        losses |= {name: term.weight_at(step) * term(inputs) for name, term in terms.items()}
+        losses |= pruning.admm_losses(config.pruner, params, state["pruner"], step, config.steps)
+        extra, metrics = sampler.losses(params.get("occupancy"), density_for_sampler(params), sampler_box,
+                                        step_size, jax.random.fold_in(key, len(sets)), step)
+        losses |= extra
+        return sum(losses.values()), (losses, metrics, jnp.sum(rays.complete), marched)
+
+    def train_step(state: dict, data, key: jax.Array):
+        k_rays, k_sampler = jax.random.split(key)
+        occ = sampler.update(state["occupancy"], density_for_sampler(state["params"]), sampler_box, step_size,
+                             k_sampler, state["step"])
+        state = {**state, "occupancy": occ}
+        (loss, (losses, metrics, rays, marched)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], data, state, k_rays)
+        updates, opt_state = optimizer.update(grads, state["optimizer"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        params, occ, admm = pruning.admm_update(config.pruner, field.config.saliency, params, occ, state["pruner"],
+                                                state["step"], config.steps)
+        metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(losses["rgb"]), "rays": rays, "samples": marched,
+                   **{f"loss_{k}": v for k, v in losses.items()}, **metrics}
+        new = {"step": state["step"] + 1, "params": params, "optimizer": opt_state, "occupancy": occ, "pruner": admm}
+        return new, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def colour_loss(rays: RenderedRays, batch: dict) -> jax.Array:
+    """Mean squared error of the rays that fit in the sample budget."""
+    keep = rays.complete.astype(jnp.float32)
+    sq_err = jnp.mean((rays.rgb - batch["rgb"]) ** 2, axis=-1)
+    return jnp.sum(sq_err * keep) / jnp.maximum(jnp.sum(keep), 1.0)
+
+
+def globalise_ray_ids(rays: RenderedRays, shard, shards: int) -> RenderedRays:
+    """Global ray ids and sample indices in the packed samples, so the loss terms can sum
+    packed samples per ray (and scatter them into ``[R, S]``) after the shards are
+    gathered; unused slots get the ray id one past the last ray. The scalar ``marched``
+    is dropped (it cannot be sharded along the ray axis)."""
+    s, (local, num_samples) = rays.samples, rays.t.shape
+    ray = jnp.where(s.valid, s.ray + shard * local, local * shards)
+    index = s.index + shard * local * num_samples
+    return dataclasses.replace(rays, samples=dataclasses.replace(s, ray=ray, index=index), marched=None)

@@ -1,0 +1,62 @@
+"""Where a Gaussian scene starts, and the visual-hull rule that keeps it there: seed
+points from a trained run's density (``--init-from RUN``), the visual hull of the
+training masks (GaussianObject), or uniform in the box, kept only where enough training
+views see them; isolated points removed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..fields import gaussians as gs
+from ..renderers.mesh import evaluate_grid
+from .base import TrainViews
+
+
+def density_points(key: int, density_fn, color_fn, bbox: np.ndarray, n: int, resolution: int = 96,
+                   threshold: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points where a field's density exceeds ``threshold``: cells of a
+    ``resolution^3`` lattice drawn in proportion to ``1 - exp(-sigma * cell)``, jittered
+    inside the cell; colour from ``color_fn`` looking down -z."""
+    sigma = evaluate_grid(density_fn, bbox, resolution).reshape(-1)
+    cell = (bbox[1] - bbox[0]) / (resolution - 1)
+    prob = np.where(sigma > threshold, 1.0 - np.exp(-sigma * float(np.linalg.norm(cell))), 0.0)
+    if prob.sum() <= 0:
+        raise ValueError(f"the field's density never exceeds {threshold}")
+    rng = np.random.default_rng(key)
+    idx = rng.choice(len(prob), size=n, p=prob / prob.sum())
+    ijk = np.stack(np.unravel_index(idx, (resolution,) * 3), -1)
+    points = (bbox[0] + (ijk + rng.uniform(-0.5, 0.5, ijk.shape)) * cell).astype(np.float32)
+    dirs = np.tile(np.array([0.0, 0.0, -1.0], np.float32), (n, 1))
+    return points, np.asarray(color_fn(points, dirs))
+
+
+
+def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
+    """Initial points and colours: a trained run's surface (``views.seed``), the visual
+    hull of the training masks, or uniform in the box; isolated points removed."""
+    g, bbox = config.splat.gaussians, np.asarray(views.scene.bbox, np.float64)
+    cams, min_views = views.cameras, config.splat.min_views
+    if views.seed is not None:
+        seed = views.seed
+        points, colors = density_points(config.seed, seed.density, seed.color, np.asarray(seed.bbox, np.float64),
+                                        g.init_points, threshold=seed.threshold)
+        print(f"init: {len(points):,} points from the density of {config.init_from}")
+    elif g.init == "hull" and views.masks is not None:
+        points, colors = gs.visual_hull_points(config.seed, cams, views.masks, views.scene.images[views.ids],
+                                               bbox, g.init_points, min_views=min_views)
+        print(f"init: {len(points):,} points inside the visual hull of {len(views.ids)} masks")
+    else:
+        rng = np.random.default_rng(config.seed)
+        points = rng.uniform(bbox[0], bbox[1], (g.init_points, 3))
+        seen, _ = gs.hull_test(points, cams, min_views=min_views)
+        points = points[seen] if seen.any() else points
+        colors = np.full((len(points), 3), 0.5)
+        print(f"init: {len(points):,} points uniform in the box, seen by {min_views} views")
+    points, colors = gs.remove_outliers(points, colors, g.outlier_neighbours, g.outlier_std)
+    return points.astype(np.float32), colors
+
+
+def outside_hull(means: np.ndarray, views: TrainViews, min_views: int) -> np.ndarray:
+    """``[N]``: Gaussian means outside the training views' visual hull (masks where the
+    scene has them) or seen by fewer than ``min_views`` of them (`gs.hull_test`)."""
+    return ~gs.hull_test(np.asarray(means), views.cameras, views.masks, min_views=min_views)[0]

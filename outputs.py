@@ -1,0 +1,91 @@
+"""What a trained run gives besides its metrics: novel views along a camera path (PNG
+frames and a video) and meshes; the ``render`` and ``export`` commands. Both go through
+the run's method (`sparsefield.methods.base.Method`): ``render`` for images, ``export``
+for the method's own formats (a Gaussian run's ``.splat.ply``) and ``surface`` for
+meshes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .cameras import orbit_cameras
+from .datasets import load_scene
+from .errors import UsageError
+from .evaluate import test_views
+from .frames import save_frame, write_video
+from .renderers.mesh import MESH_FORMATS, extract_mesh, write_mesh
+from .runs import load_run
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderArgs:
+    run: Path
+    """Run folder."""
+    path: str = "orbit"
+    """Camera path: 'test' (the dataset's test cameras) or 'orbit'."""
+    frames: int = 60
+    """Frames of the orbit."""
+    out: Path | None = None
+    """Output folder (default RUN/renders/PATH)."""
+    data: Path | None = None
+    """Dataset folder for --path test (default: the run's)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportArgs:
+    run: Path
+    """Run folder."""
+    out: Path = Path("mesh.ply")
+    """Output mesh; .ply, .obj or .glb; a splat run also writes its Gaussians to a name
+    ending in .splat.ply (the 3D Gaussian splatting layout)."""
+    resolution: int = 256
+    """Marching-cubes grid points per axis."""
+    threshold: float | None = None
+    """Iso-level of the method's surface field: density (1 / world length) for a
+    radiance field (default 10), summed Gaussian opacity for a splat run (default 0.5)."""
+
+
+def render_path(args: RenderArgs) -> Path:
+    """Render the test cameras or an orbit to ``OUT/NNN.png`` (+ depth, opacity) and a video."""
+    if args.path not in ("test", "orbit"):
+        raise UsageError(f"--path {args.path}: choose 'test' or 'orbit'")
+    if args.frames < 1:
+        raise UsageError(f"--frames {args.frames}: must be at least 1")
+    loaded = load_run(args.run)
+    scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
+    if args.path == "test":
+        cams = scene.cameras[test_views(loaded.config, scene)]
+    else:
+        cams = orbit_cameras(scene.cameras[scene.split("train")], loaded.method.bbox.mean(0), args.frames)
+    folder = Path(args.out or Path(args.run) / "renders" / args.path)
+    frames = [save_frame(folder, f"{k:03d}", loaded.render(cams[k], scene.background))
+              for k in tqdm(range(len(cams)), desc=f"render {args.path}")]
+    video = write_video(folder / "video", frames)
+    print(f"{len(frames)} frames -> {folder}; video {video}")
+    return video
+
+
+def export_mesh(args: ExportArgs) -> Path:
+    """The method's own format for ``args.out`` if it has one, else a mesh: marching cubes
+    on the method's surface field, coloured by it."""
+    suffix = args.out.suffix.lower()
+    if suffix not in MESH_FORMATS:
+        raise UsageError(f"{args.out}: unsupported mesh format '{suffix}' (use {', '.join(MESH_FORMATS)})")
+    if args.resolution < 2:
+        raise UsageError(f"--resolution {args.resolution}: must be at least 2")
+    loaded = load_run(args.run)
+    native = loaded.method.export(loaded.state, args.out)
+    if native is not None:
+        return native
+    surface = loaded.method.surface(loaded.state)
+    threshold = surface.threshold if args.threshold is None else args.threshold
+    try:
+        mesh = extract_mesh(surface.density, surface.color, surface.bbox, args.resolution, threshold)
+    except ValueError as err:  # the field never reaches the threshold
+        raise UsageError(f"{args.run}: {err} Try a lower --threshold.") from None
+    write_mesh(mesh, str(args.out))
+    print(f"mesh: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces -> {args.out}")
+    return args.out
