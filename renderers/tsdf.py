@@ -1,0 +1,367 @@
+"""TSDF fusion: rendered depth and opacity maps -> truncated signed distance volume -> mesh.
+
+Owns the surface-from-what-is-seen path of mesh export. Any method that renders
+``rgb [H, W, 3]``, ``depth [H, W]`` and ``opacity [H, W]`` for a camera (the radiance
+field's `render_image`, the Gaussian rasterizer) can be meshed this way, which avoids
+the fog that marching cubes over a few-shot density welds to the surface: a volume that
+some view saw through is carved, and space no view saw makes no surface.
+
+Depth conventions (both unnormalised, ``sum_i w_i t_i``, 0 on empty rays, so the hit is
+``depth / opacity``): ``"ray"`` is the distance along the unit-length pixel ray of
+`sparsefield.cameras.pixel_rays` (the radiance field); ``"z"`` is the view depth along
+the camera's -Z axis (the Gaussian rasterizer, ``sum_i w_i z_i``).
+
+Fusion (Curless & Levoy 1996; KinectFusion, Newcombe et al. 2011), per view, for every
+lattice point ``x`` (a "voxel") in front of the camera that projects into the image at
+pixel ``p`` (nearest pixel, no interpolation across depth edges), with ``r = |x - o|``
+its distance from the camera centre along its ray:
+
+- ``alpha(p) > min_opacity`` (surface): hit distance ``t_s = depth(p) / alpha(p)`` (for
+  ``"z"`` depth, converted to ray distance as ``t_s = (z_s / z_x) r``); signed distance
+  along the ray ``s = t_s - r`` (positive in front of the surface), observed as
+  ``min(s, mu)`` when ``s >= -mu`` and not at all when ``s < -mu`` (occluded);
+- ``alpha(p) <= min_opacity`` (free space): the ray passed through, observed ``s = mu``.
+
+``D <- (W D + s) / (W + 1)``, ``W <- W + 1`` (running average, weight 1 per
+observation); colour averages the pixel's rgb over surface observations with
+``|s| < mu`` only, so rays that pass beside a silhouette do not paint the surface with
+the background. Extraction takes the zero level set of ``D`` by marching cubes in
+cubes whose eight corners were all observed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import trimesh
+from jaxtyping import Float
+from scipy.ndimage import map_coordinates
+from skimage.measure import marching_cubes
+
+from ..cameras import Cameras, look_at
+from .mesh import remove_floaters
+
+DEFAULT_TRUNCATION_VOXELS = 4.0
+"""Truncation mu in voxels. At least sqrt(3) so that both corners of every lattice edge
+cut by the surface hold unsaturated distances (marching cubes interpolates between
+them); a few voxels more absorb the pixel quantisation of nearest-pixel lookup and the
+blur of a radiance field's expected depth. Much more and thin structures suffer: a
+view's negative band passes through a wall thinner than mu and erases its far side."""
+
+_NEAR = 1e-4  # voxels closer to the camera plane than this (world units) are skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class TSDFVolume:
+    """A fused truncated signed distance volume on a lattice with isotropic spacing.
+
+    Attributes:
+        tsdf: ``[X, Y, Z]`` float32 signed distance along the rays, world units, in
+            ``[-truncation, truncation]``, positive outside; ``truncation`` where unseen.
+        weight: ``[X, Y, Z]`` float32 number of views that observed each voxel.
+        color: ``[X, Y, Z, 3]`` float32 mean rgb in ``[0, 1]`` of near-surface observations.
+        color_weight: ``[X, Y, Z]`` float32 number of those observations.
+        bbox: ``[2, 3]`` first and last lattice point: voxel ``(i, j, k)`` sits at
+            ``bbox[0] + (i, j, k) * voxel_size``.
+        truncation: mu, world units.
+    """
+
+    tsdf: np.ndarray
+    weight: np.ndarray
+    color: np.ndarray
+    color_weight: np.ndarray
+    bbox: np.ndarray
+    truncation: float
+
+    @property
+    def voxel_size(self) -> float:
+        """Lattice spacing, world units."""
+        return float((self.bbox[1, 0] - self.bbox[0, 0]) / (self.tsdf.shape[0] - 1))
+
+
+def volume_lattice(bbox: Float[np.ndarray, "2 3"], resolution: int):
+    """Isotropic lattice covering ``bbox``: ``resolution`` points along its longest axis.
+
+    Args:
+        bbox: ``[2, 3]`` world (min, max) corners.
+        resolution: R, lattice points along the longest axis.
+
+    Returns:
+        ``(shape, voxel, lattice_bbox)``: points per axis ``n_a = ceil(extent_a / voxel) + 1``
+        with ``voxel = max(extent) / (R - 1)``, and the ``[2, 3]`` first and last lattice
+        points (the max corner grows by less than a voxel on the shorter axes). A cube
+        gives the lattice of `sparsefield.renderers.mesh.evaluate_grid`.
+    """
+    bbox = np.asarray(bbox, np.float64)
+    extent = bbox[1] - bbox[0]
+    voxel = float(extent.max() / (resolution - 1))
+    shape = tuple(int(n) for n in np.maximum(np.ceil(extent / voxel - 1e-6).astype(int) + 1, 2))
+    return shape, voxel, np.stack([bbox[0], bbox[0] + (np.array(shape) - 1) * voxel])
+
+
+def fibonacci_directions(n: int) -> Float[np.ndarray, "n 3"]:
+    """``n`` unit vectors spread evenly over the sphere (Fibonacci lattice).
+
+    ``z_k = 1 - (2k + 1) / n``, azimuth ``k pi (3 - sqrt 5)``: equal-area bands, each
+    point turned by the golden angle from the last, so no two cluster and none sits
+    exactly on a pole.
+    """
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = np.pi * (3.0 - math.sqrt(5.0)) * np.arange(n)
+    rho = np.sqrt(np.clip(1.0 - z * z, 0.0, 1.0))
+    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
+
+
+def fusion_cameras(
+    train_cameras: Cameras,
+    bbox: Float[np.ndarray, "2 3"],
+    extra: int,
+    radius: float | None = None,
+    up=(0.0, 0.0, 1.0),
+) -> Cameras:
+    """The training cameras plus ``extra`` views looking at the box from all around.
+
+    A few training views leave much of a surface unseen (the far side, a cavity's floor)
+    and, unseen, TSDF fusion leaves it open. The extra views sit on a Fibonacci sphere
+    (`fibonacci_directions`, even coverage whatever ``extra`` is, below the horizon
+    included) around the box centre ``c``, at the training cameras' mean distance to
+    ``c`` (the scale at which the field was trained, so its renders there are the most
+    trustworthy), each looking at ``c`` with ``up`` as the image's up, with the first
+    training camera's intrinsics and image size.
+
+    Args:
+        train_cameras: ``[C]`` cameras (numpy or jax arrays).
+        bbox: ``[2, 3]`` world (min, max) corners of the region to fuse.
+        extra: number of added views E (0 returns the training cameras as numpy).
+        radius: distance of the added views from ``c``; default the mean above.
+        up: world up vector (the scenes here are +Z up).
+
+    Returns:
+        ``[C + E]`` numpy Cameras, the training ones first.
+    """
+    bbox = np.asarray(bbox, np.float64)
+    center = bbox.mean(axis=0)
+    c2w = np.asarray(train_cameras.c2w, np.float32).reshape(-1, 3, 4)
+    if radius is None:
+        radius = float(np.linalg.norm(c2w[:, :, 3] - center, axis=-1).mean())
+    eyes = center + radius * fibonacci_directions(extra)
+    poses = np.array([look_at(eye, center, up) for eye in eyes], np.float32).reshape(-1, 3, 4)
+
+    def stack(values) -> np.ndarray:
+        values = np.asarray(values, np.float32).reshape(-1)
+        return np.concatenate([values, np.full(extra, values[0], np.float32)])
+
+    return Cameras(
+        c2w=np.concatenate([c2w, poses]),
+        fx=stack(train_cameras.fx), fy=stack(train_cameras.fy),
+        cx=stack(train_cameras.cx), cy=stack(train_cameras.cy),
+        width=train_cameras.width, height=train_cameras.height,
+    )
+
+
+def _view_tables(depth, opacity, rgb, min_opacity: float):
+    """Flat per-pixel lookup tables of one view: ``hit [H W]`` float32, the hit distance
+    ``depth / opacity`` where ``opacity > min_opacity`` and -1 (free space) elsewhere, and
+    ``rgb [H W]`` int32 packing 8-bit r, g, b (one scalar gather each: a gather of
+    ``[H W, 3]`` rows costs four times one of scalars on CPU)."""
+    depth, opacity = np.asarray(depth, np.float32), np.asarray(opacity, np.float32)
+    surface = opacity > min_opacity
+    hit = np.where(surface, depth / np.where(surface, opacity, 1.0), -1.0).astype(np.float32)
+    rgb8 = np.round(np.clip(np.asarray(rgb, np.float32), 0.0, 1.0) * 255.0).astype(np.int32)
+    packed = rgb8[..., 0] | (rgb8[..., 1] << 8) | (rgb8[..., 2] << 16)
+    return hit.reshape(-1), packed.reshape(-1)
+
+
+def _observe(p, tables, intrinsics, shape, truncation, z_depth: bool):
+    """What one view says about voxels at camera-space points ``p = (x, y, z)``.
+
+    Returns ``(sdf, update, near, rgb)``: the truncated signed distance observed,
+    whether it counts (in the image, in front of the camera, not occluded), whether it
+    is a near-surface colour sample, and the pixel's rgb ``[..., 3]``.
+    """
+    hits, colors = tables
+    fx, fy, cx, cy = intrinsics
+    height, width = shape
+    forward = -p[2]
+    safe = jnp.where(forward > _NEAR, forward, 1.0)
+    col = jnp.floor(fx * p[0] / safe + cx).astype(jnp.int32)
+    row = jnp.floor(cy - fy * p[1] / safe).astype(jnp.int32)
+    seen = (forward > _NEAR) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    pix = jnp.clip(row, 0, height - 1) * width + jnp.clip(col, 0, width - 1)
+    hit, packed = hits[pix], colors[pix]
+    r = jnp.sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2])
+    surface = hit >= 0.0
+    hit = hit * r / safe if z_depth else hit
+    sdf = jnp.where(surface, jnp.minimum(hit - r, truncation), truncation)
+    update = seen & (sdf >= -truncation)
+    near = update & surface & (jnp.abs(sdf) < truncation)
+    rgb = jnp.stack([(packed >> (8 * k)) & 255 for k in range(3)], axis=-1).astype(jnp.float32) / 255.0
+    return sdf, update, near, rgb
+
+
+def _blend(state, sdf, update, near, rgb):
+    """Running averages where observed: ``W' = W + 1``, ``D' = D + (s - D) / W'`` (the
+    same as ``(W D + s) / (W + 1)``, but needing only ``W'``, so XLA updates the donated
+    buffers in place instead of copying the old weights); colour likewise where ``near``."""
+    tsdf, weight, color, color_weight = state
+    weight = weight + update
+    tsdf = jnp.where(update, tsdf + (sdf - tsdf) / jnp.maximum(weight, 1.0), tsdf)
+    color_weight = color_weight + near
+    step = jnp.where(near, 1.0 / jnp.maximum(color_weight, 1.0), 0.0)
+    return tsdf, weight, color + (rgb - color) * step[..., None], color_weight
+
+
+@functools.partial(jax.jit, static_argnames=("image_shape", "z_depth"), donate_argnums=(0,))
+def _integrate(state, tables, camera, lo, voxel, truncation, *, image_shape, z_depth: bool):
+    """One view into ``state = (tsdf, weight, color, color_weight)`` in one lattice pass
+    that XLA fuses: 0.2-0.4 s a view at 256^3 on a busy 2-core CPU, against 1.7 s for
+    the same arithmetic in numpy (a whole-volume temporary per operation) and 0.3-0.6 s
+    for slab-by-slab passes under lax.map."""
+    c2w, intrinsics = camera
+    # Camera coordinates p = R^T (x - o) are separable in the lattice axes: world axis a
+    # contributes (x_a - o_a) R[a, :]; three [n_a, 3] tables, broadcast.
+    axes = [(lo[a] + voxel * jnp.arange(n) - c2w[a, 3])[:, None] * c2w[a, :3]
+            for a, n in enumerate(state[0].shape)]
+    p = [axes[0][:, None, None, k] + axes[1][None, :, None, k] + axes[2][None, None, :, k]
+         for k in range(3)]
+    return _blend(state, *_observe(p, tables, intrinsics, image_shape, truncation, z_depth))
+
+
+def fuse(
+    depths: Float[np.ndarray, "C H W"],
+    opacities: Float[np.ndarray, "C H W"],
+    colors: Float[np.ndarray, "C H W 3"],
+    cameras: Cameras,
+    bbox: Float[np.ndarray, "2 3"],
+    resolution: int = 256,
+    truncation: float | None = None,
+    min_opacity: float = 0.5,
+    depth_kind: Literal["ray", "z"] = "ray",
+) -> TSDFVolume:
+    """Fuse rendered depth / opacity / colour maps into a truncated signed distance volume.
+
+    Views are integrated one at a time, each vectorised over the whole lattice, so
+    memory is ``O(voxels)``: a 24-byte state per voxel (0.4 GB at 256^3) and about as
+    much again in temporaries for one view. The formulas are in the module docstring
+    (Curless & Levoy 1996; KinectFusion's TSDF ``F`` with weight ``W``). Colours are
+    averaged at 8 bits per channel.
+
+    Args:
+        depths: ``[C, H, W]`` unnormalised expected depth ``sum_i w_i t_i`` (0 on empty
+            rays), of the kind given by ``depth_kind``.
+        opacities: ``[C, H, W]`` accumulated opacity ``sum_i w_i`` in ``[0, 1]``.
+        colors: ``[C, H, W, 3]`` rgb in ``[0, 1]``.
+        cameras: ``[C]`` cameras the maps were rendered from (OpenGL convention).
+        bbox: ``[2, 3]`` world (min, max) corners of the region to fuse.
+        resolution: lattice points along the longest axis of ``bbox`` (`volume_lattice`).
+        truncation: mu in world units; default ``DEFAULT_TRUNCATION_VOXELS`` voxels.
+        min_opacity: pixels above it see a surface at ``depth / opacity``; the others
+            are free space, which is what carves fog and floaters that a view sees
+            through.
+        depth_kind: ``"ray"`` (distance along the unit pixel ray, the radiance field)
+            or ``"z"`` (view depth along -Z, the Gaussian rasterizer).
+
+    Returns:
+        The `TSDFVolume`.
+    """
+    shape, voxel, lattice = volume_lattice(bbox, resolution)
+    mu = DEFAULT_TRUNCATION_VOXELS * voxel if truncation is None else float(truncation)
+    state = (
+        jnp.full(shape, mu, jnp.float32), jnp.zeros(shape, jnp.float32),
+        jnp.zeros(shape + (3,), jnp.float32), jnp.zeros(shape, jnp.float32),
+    )
+    intrinsics = [np.asarray(v, np.float32).reshape(-1)
+                  for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy)]
+    c2w = np.asarray(cameras.c2w, np.float32).reshape(-1, 3, 4)
+    lo = jnp.asarray(lattice[0], jnp.float32)
+    for c in range(len(c2w)):
+        tables = _view_tables(depths[c], opacities[c], colors[c], min_opacity)
+        camera = (c2w[c], tuple(v[c] for v in intrinsics))
+        state = _integrate(state, tables, camera, lo, np.float32(voxel), np.float32(mu),
+                           image_shape=np.shape(depths)[1:], z_depth=depth_kind == "z")
+    tsdf, weight, color, color_weight = (np.array(x) for x in state)  # writable copies
+    return TSDFVolume(tsdf, weight, color, color_weight, lattice, mu)
+
+
+def _observed_cubes(observed: np.ndarray) -> np.ndarray:
+    """``[X-1, Y-1, Z-1]``: cubes whose eight corner voxels are all observed."""
+    out = observed[:-1, :-1, :-1].copy()
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                out &= observed[i : i + observed.shape[0] - 1, j : j + observed.shape[1] - 1,
+                                k : k + observed.shape[2] - 1]
+    return out
+
+
+def _vertex_colors(volume: TSDFVolume, ijk: np.ndarray) -> np.ndarray:
+    """RGBA uint8 ``[V, 4]``: trilinear colour at lattice coordinates ``ijk [V, 3]``,
+    normalised by the interpolated mask of coloured voxels (uncoloured corners would
+    otherwise darken the blend); grey where no corner has colour."""
+    mask = (volume.color_weight > 0).astype(np.float32)
+    coords = ijk.T
+    norm = map_coordinates(mask, coords, order=1, mode="nearest")
+    rgb = np.stack([map_coordinates(volume.color[..., c] * mask, coords, order=1, mode="nearest")
+                    for c in range(3)], axis=-1)
+    rgb = np.where(norm[:, None] > 1e-6, rgb / np.maximum(norm, 1e-6)[:, None], 0.5)
+    rgb8 = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.concatenate([rgb8, np.full((len(rgb8), 1), 255, np.uint8)], axis=1)
+
+
+def extract(
+    volume: TSDFVolume,
+    min_weight: float = 1.0,
+    clean: bool = True,
+    min_fraction: float = 0.01,
+    min_faces: int = 32,
+) -> trimesh.Trimesh:
+    """The zero level set of a fused volume as a coloured mesh, only where it was seen.
+
+    Marching cubes (Lewiner variant, scikit-image) on ``tsdf`` at level 0; faces in a
+    cube with a corner observed by fewer than ``min_weight`` views are dropped, so the
+    border between seen and unseen space (behind every surface, outside every frustum)
+    makes no surface. Faces are wound counter-clockwise seen from outside (positive
+    distance) and vertex normals point outward; vertex colours are trilinear in the
+    colour volume (`_vertex_colors`).
+
+    Args:
+        volume: the fused `TSDFVolume`.
+        min_weight: observations a voxel needs to count as seen.
+        clean: keep only large components (`sparsefield.renderers.mesh.remove_floaters`).
+        min_fraction, min_faces: its thresholds.
+
+    Returns:
+        trimesh.Trimesh in world coordinates with RGBA uint8 vertex colours.
+
+    Raises:
+        ValueError: when no observed cube holds a sign change (no surface).
+    """
+    observed = volume.weight >= min_weight
+    seen = volume.tsdf[observed]
+    if seen.size == 0 or not seen.min() < 0.0 < seen.max():
+        raise ValueError(f"No surface: the fused volume changes sign nowhere among its "
+                         f"{seen.size} observed voxels.")
+    voxel = volume.voxel_size
+    # The value grows outwards here (the opposite of a density), hence 'descent' for
+    # faces wound counter-clockwise seen from outside.
+    verts, faces, _, _ = marching_cubes(volume.tsdf, level=0.0, gradient_direction="descent",
+                                        allow_degenerate=False)
+    # A face lies in one cube; its centroid's floor names it (clipped: a face on the
+    # lattice's last plane belongs to the cube before).
+    cube = np.clip(np.floor(verts[faces].mean(axis=1)).astype(int), 0, np.array(volume.tsdf.shape) - 2)
+    keep = _observed_cubes(observed)[cube[:, 0], cube[:, 1], cube[:, 2]]
+    if not keep.any():
+        raise ValueError("No surface: every sign change of the fused volume borders unobserved voxels.")
+    mesh = trimesh.Trimesh(vertices=verts * voxel + volume.bbox[0], faces=faces[keep], process=False)
+    mesh.remove_unreferenced_vertices()
+    mesh.visual.vertex_colors = _vertex_colors(volume, (mesh.vertices - volume.bbox[0]) / voxel)
+    if len(mesh.faces) and clean:
+        mesh = remove_floaters(mesh, min_fraction=min_fraction, min_faces=min_faces)
+    return mesh
