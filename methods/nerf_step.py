@@ -1,4 +1,4 @@
-"""The radiance field's jitted train step, as named stages:
+"""The radiance field's jitted train step (`TrainStep`), as named stages:
 
     refresh the sampler  ->  draw and render every ray set  ->  losses  ->  optimiser
     ->  pruner
@@ -74,27 +74,114 @@ def make_train_step(config, field, bbox: np.ndarray, sampler, optimizer, terms: 
         terms: ``name -> loss term`` this step evaluates.
         mesh: devices to shard the rays over (default: all).
     """
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    shards = mesh.devices.size
-    box = jnp.asarray(bbox, jnp.float32)
-    diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
-    space = config.render.space  # the sampler lives in its parameter space (`renderers.spaces`)
-    sampler_box = box if space is None else space.param_box(box)
-    step_size = float(jnp.linalg.norm(sampler_box[1] - sampler_box[0])) / config.render.num_samples
-    sets = ray_sets(config, terms, bbox, diagonal)
-    spec = unseen_patches(terms)
-    patch_shape = (0, 0, 0) if spec is None else (spec.num_patches, spec.size, spec.size)
-    for name, s in sets.items():
-        if s.count % shards:
-            raise ValueError(f"{name}: {s.count} per step do not split over {shards} devices")
+    step = TrainStep(config, field, np.asarray(bbox, np.float64), sampler, optimizer, terms,
+                     parallel.data_mesh() if mesh is None else mesh)
+    return jax.jit(step, donate_argnums=0)
 
-    def density_for_sampler(params):
-        """Densities per unit length of the sampler's space."""
-        if space is None:
-            return lambda x: field.sigma(params, x)
-        return lambda x: field.sigma(params, x) * space.density_scale(x, box)
 
-    def render_shard(params, data, occupancy, key, step, sharded=True):
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainStep:
+    """One training step of the radiance field; calling it runs the stages in order
+    (`__call__`). Built by `make_train_step`; its fields are fixed for a stage of
+    training."""
+
+    config: object
+    field: object
+    bbox: np.ndarray
+    sampler: object
+    optimizer: object
+    terms: dict
+    mesh: object
+
+    def __post_init__(self):
+        # Derived constants, computed here, outside any trace (cached on the instance).
+        self.diagonal, self.box, self.sampler_box, self.step_size, self.patch_shape  # noqa: B018
+        for name, s in self.ray_sets.items():
+            if s.count % self.shards:
+                raise ValueError(f"{name}: {s.count} per step do not split over {self.shards} devices")
+
+    @functools.cached_property
+    def ray_sets(self) -> dict[str, RaySet]:
+        return ray_sets(self.config, self.terms, self.bbox, self.diagonal)
+
+    @property
+    def shards(self) -> int:
+        return self.mesh.devices.size
+
+    @functools.cached_property
+    def diagonal(self) -> float:
+        return float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
+
+    @functools.cached_property
+    def box(self) -> jax.Array:
+        return jnp.asarray(self.bbox, jnp.float32)
+
+    @functools.cached_property
+    def sampler_box(self) -> jax.Array:
+        """The box the sampler covers: the scene box, or the scene space's parameter box."""
+        space = self.config.render.space
+        return self.box if space is None else space.param_box(self.box)
+
+    @functools.cached_property
+    def step_size(self) -> float:
+        """The sampler's typical sample spacing: its box diagonal over the samples per ray."""
+        return float(jnp.linalg.norm(self.sampler_box[1] - self.sampler_box[0])) / self.config.render.num_samples
+
+    @functools.cached_property
+    def patch_shape(self) -> tuple[int, int, int]:
+        spec = unseen_patches(self.terms)
+        return (0, 0, 0) if spec is None else (spec.num_patches, spec.size, spec.size)
+
+    # ---- the stages ----------------------------------------------------------------------
+
+    def __call__(self, state: dict, data, key: jax.Array):
+        """Refresh the sampler, render and score the rays (`losses`), update the
+        parameters, prune."""
+        k_rays, k_sampler = jax.random.split(key)
+        occupancy = self.sampler.update(state["occupancy"], self.density_for_sampler(state["params"]),
+                                        self.sampler_box, self.step_size, k_sampler, state["step"])
+        state = {**state, "occupancy": occupancy}
+        (loss, (losses, metrics, rays, marched)), grads = jax.value_and_grad(self.losses, has_aux=True)(
+            state["params"], data, state, k_rays)
+        updates, opt_state = self.optimizer.update(grads, state["optimizer"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        params, occupancy, admm = pruning.admm_update(self.config.pruner, self.field.config.saliency, params, occupancy,
+                                                      state["pruner"], state["step"], self.config.steps)
+        metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(losses["rgb"]), "rays": rays, "samples": marched,
+                   **{f"loss_{k}": v for k, v in losses.items()}, **metrics}
+        new = {"step": state["step"] + 1, "params": params, "optimizer": opt_state, "occupancy": occupancy,
+               "pruner": admm}
+        return new, metrics
+
+    def losses(self, params, data, state: dict, key):
+        """``(sum, (losses by name, sampler metrics, complete rays, samples marched))``:
+        the colour loss, every term, the pruner's and the sampler's own terms."""
+        step = state["step"]
+        occupancy = self.sampler.occupancy(params.get("occupancy"), state["occupancy"], step)
+        batch, rendered, marched = self.render_batch(params, data, occupancy, key, step)
+        rays = rendered["rays"]
+        inputs = LossInputs(rays, batch, step, rendered.get("patch"), self.patch_shape,
+                            self.field.config.encoding, params["encoding"])
+        losses = {"rgb": colour_loss(rays, batch)}
+        losses |= {name: term.weight_at(step) * term(inputs) for name, term in self.terms.items()}
+        losses |= pruning.admm_losses(self.config.pruner, params, state["pruner"], step, self.config.steps)
+        extra, metrics = self.sampler.losses(params.get("occupancy"), self.density_for_sampler(params),
+                                             self.sampler_box, self.step_size,
+                                             jax.random.fold_in(key, len(self.ray_sets)), step)
+        losses |= extra
+        return sum(losses.values()), (losses, metrics, jnp.sum(rays.complete), marched)
+
+    def render_batch(self, params, data, occupancy, key, step):
+        """Every ray set, drawn and rendered over the devices."""
+        if self.shards == 1:  # no shard_map: its gradient sum would copy every gradient (2% of a CPU step)
+            return self.render_shard(params, data, occupancy, key, step, sharded=False)
+        data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
+        return jax.shard_map(
+            self.render_shard, mesh=self.mesh, in_specs=(P(), data_spec, P(), P(), P()),
+            out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
+        )(params, data, occupancy, key, step)
+
+    def render_shard(self, params, data, occupancy, key, step, sharded=True):
         """This device's share of every ray set: drawn, then rendered (with ``sharded``
         False: all of it, outside any `jax.shard_map`)."""
         if data.images.ndim == 5:  # several processes: this device's slice of the views
@@ -104,68 +191,38 @@ def make_train_step(config, field, bbox: np.ndarray, sampler, optimizer, terms: 
         if sharded:
             params = jax.tree_util.tree_map(lambda p: jax.lax.pcast(p, parallel.AXIS, to="varying"), params)
         shard = jax.lax.axis_index(parallel.AXIS) if sharded else 0
-        progress = step / config.steps
-        field_fn = lambda x, d: field(params, x, d, progress)  # noqa: E731
+        progress = step / self.config.steps
+        field_fn = lambda x, d: self.field(params, x, d, progress)  # noqa: E731
         batch, rendered, marched = {}, {}, None
-        for i, (name, s) in enumerate(sets.items()):
-            ids = shard * (s.count // shards) + jnp.arange(s.count // shards)
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, i), ids)
-            drawn = jax.vmap(lambda k: s.draw(data, k))(keys)
-            drawn = {k: v.reshape(-1, *v.shape[2:]) for k, v in drawn.items()}
+        for i, (name, s) in enumerate(self.ray_sets.items()):
+            drawn, march_keys = self.draw(s, data, jax.random.fold_in(key, i), shard)
             batch |= drawn
-            rays_each = drawn[f"{s.prefix}origins"].shape[0] // keys.shape[0]
-            march_keys = jax.vmap(jax.random.fold_in)(
-                jnp.repeat(keys, rays_each, axis=0), jnp.tile(jnp.arange(rays_each), keys.shape[0]))
             background = batch["background"] if name == "rays" else jnp.zeros(3)
-            budget = dataclasses.replace(s.render, sample_budget=s.render.sample_budget // shards)
+            budget = dataclasses.replace(s.render, sample_budget=s.render.sample_budget // self.shards)
             out = render_rays(field_fn, drawn[f"{s.prefix}origins"], drawn[f"{s.prefix}directions"], background,
-                              box, occupancy, budget, march_keys, step, diagonal)
-            rendered[name] = globalise_ray_ids(out, shard, shards)
+                              self.box, occupancy, budget, march_keys, step, self.diagonal)
+            rendered[name] = globalise_ray_ids(out, shard, self.shards)
             marched = out.marched if name == "rays" else marched
         return batch, rendered, jax.lax.psum(marched, parallel.AXIS) if sharded else marched
 
-    def render_batch(params, data, occupancy, key, step):
-        """Every ray set, drawn and rendered over the devices."""
-        if shards == 1:  # no shard_map: its gradient sum would copy every gradient (2% of a CPU step)
-            return render_shard(params, data, occupancy, key, step, sharded=False)
-        data_spec = P(parallel.AXIS) if data.images.ndim == 5 else P()
-        return jax.shard_map(
-            render_shard, mesh=mesh, in_specs=(P(), data_spec, P(), P(), P()),
-            out_specs=(P(parallel.AXIS), P(parallel.AXIS), P()),
-        )(params, data, occupancy, key, step)
+    def draw(self, s: RaySet, data, key, shard):
+        """This shard's share of a ray set, each draw from its own key ``fold_in(key, global
+        id)``, and one marching key per ray."""
+        ids = shard * (s.count // self.shards) + jnp.arange(s.count // self.shards)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, ids)
+        drawn = jax.vmap(lambda k: s.draw(data, k))(keys)
+        drawn = {k: v.reshape(-1, *v.shape[2:]) for k, v in drawn.items()}
+        rays_each = drawn[f"{s.prefix}origins"].shape[0] // keys.shape[0]
+        march_keys = jax.vmap(jax.random.fold_in)(
+            jnp.repeat(keys, rays_each, axis=0), jnp.tile(jnp.arange(rays_each), keys.shape[0]))
+        return drawn, march_keys
 
-    def loss_fn(params, data, state, key):
-        step = state["step"]
-        occupancy = sampler.occupancy(params.get("occupancy"), state["occupancy"], step)
-        batch, rendered, marched = render_batch(params, data, occupancy, key, step)
-        rays = rendered["rays"]
-        inputs = LossInputs(rays, batch, step, rendered.get("patch"), patch_shape,
-                            field.config.encoding, params["encoding"])
-        losses = {"rgb": colour_loss(rays, batch)}
-        losses |= {name: term.weight_at(step) * term(inputs) for name, term in terms.items()}
-        losses |= pruning.admm_losses(config.pruner, params, state["pruner"], step, config.steps)
-        extra, metrics = sampler.losses(params.get("occupancy"), density_for_sampler(params), sampler_box,
-                                        step_size, jax.random.fold_in(key, len(sets)), step)
-        losses |= extra
-        return sum(losses.values()), (losses, metrics, jnp.sum(rays.complete), marched)
-
-    def train_step(state: dict, data, key: jax.Array):
-        k_rays, k_sampler = jax.random.split(key)
-        occ = sampler.update(state["occupancy"], density_for_sampler(state["params"]), sampler_box, step_size,
-                             k_sampler, state["step"])
-        state = {**state, "occupancy": occ}
-        (loss, (losses, metrics, rays, marched)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], data, state, k_rays)
-        updates, opt_state = optimizer.update(grads, state["optimizer"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        params, occ, admm = pruning.admm_update(config.pruner, field.config.saliency, params, occ, state["pruner"],
-                                                state["step"], config.steps)
-        metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(losses["rgb"]), "rays": rays, "samples": marched,
-                   **{f"loss_{k}": v for k, v in losses.items()}, **metrics}
-        new = {"step": state["step"] + 1, "params": params, "optimizer": opt_state, "occupancy": occ, "pruner": admm}
-        return new, metrics
-
-    return jax.jit(train_step, donate_argnums=0)
+    def density_for_sampler(self, params):
+        """Densities per unit length of the sampler's space."""
+        space = self.config.render.space
+        if space is None:
+            return lambda x: self.field.sigma(params, x)
+        return lambda x: self.field.sigma(params, x) * space.density_scale(x, self.box)
 
 
 def colour_loss(rays: RenderedRays, batch: dict) -> jax.Array:
