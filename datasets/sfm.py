@@ -11,12 +11,11 @@ says what happened and what to try; pycolmap's own log is silenced.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +23,7 @@ import numpy as np
 import pycolmap
 from PIL import Image
 
+from .colmap_features import extraction_options, keypoint_counts, quiet_colmap, run_colmap
 from .images import find_images, inside, one_line
 from .scene import DatasetError
 
@@ -122,7 +122,7 @@ def estimate_poses(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would outlive the rename
-        with _quiet_colmap():
+        with quiet_colmap():
             result = _reconstruct(images_dir, names, size, tmp, config, echo)
         _move_into_place(tmp, out_dir)
     except BaseException:
@@ -170,32 +170,13 @@ def check_photos(images_dir: Path, out_dir: Path) -> tuple[list[str], tuple[int,
     return [p.name for p in files], distinct[0]
 
 
-@contextlib.contextmanager
-def _quiet_colmap() -> Iterator[None]:
-    """Keep COLMAP's glog to errors (it logs every image and every bundle adjustment)."""
-    level = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = pycolmap.logging.ERROR.value
-    try:
-        yield
-    finally:
-        pycolmap.logging.minloglevel = level
-
-
-def _colmap(images_dir: Path, step: str, fn: Callable, *args, **kwargs):
-    """Call pycolmap; its exceptions become one-line `DatasetError`s naming the step."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # pycolmap raises RuntimeError, ValueError and its own types
-        raise DatasetError(images_dir, f"COLMAP {step} failed ({one_line(e)})") from None
-
-
 def _reconstruct(images_dir, names, size, tmp: Path, config: SfmConfig, echo) -> SfmResult:
     """Features, matches, mapping and the dataset files, all inside ``tmp``."""
     pycolmap.set_random_seed(config.seed)
     database, scratch = tmp / "database.db", tmp / "models"
     _extract(images_dir, names, size, database, config, echo)
     _match(images_dir, database, len(names), config, echo)
-    models = _colmap(
+    models = run_colmap(
         images_dir, "mapping", pycolmap.incremental_mapping,
         database, images_dir, scratch, _mapping_options(config),
     )
@@ -231,18 +212,14 @@ def _extract(images_dir, names, size, database: Path, config: SfmConfig, echo) -
     if config.focal is not None:
         camera = pycolmap.Camera.create_from_model_name(1, config.camera_model, config.focal, *size)
         reader.camera_params = camera.params_to_string()
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.max_image_size = config.max_image_size
-    extraction.num_threads = config.num_threads
-    extraction.sift.estimate_affine_shape = True
+    extraction = extraction_options(config.max_image_size, config.num_threads)
     mode = pycolmap.CameraMode.SINGLE if config.single_camera else pycolmap.CameraMode.PER_IMAGE
-    _colmap(
+    run_colmap(
         images_dir, "feature extraction", pycolmap.extract_features,
         database, images_dir, image_names=names, camera_mode=mode, reader_options=reader,
         extraction_options=extraction, device=pycolmap.Device.cpu,
     )
-    with pycolmap.Database.open(database) as db:
-        counts = [db.num_keypoints_for_image(im.image_id) for im in db.read_all_images()]
+    counts = keypoint_counts(database)
     if len(counts) != len(names):
         raise DatasetError(images_dir, f"COLMAP read {len(counts)} of {len(names)} photos")
     echo(
@@ -265,7 +242,7 @@ def _match(images_dir, database: Path, count: int, config: SfmConfig, echo) -> N
         match, pairing = pycolmap.match_exhaustive, pycolmap.ExhaustivePairingOptions()
     else:
         match, pairing = pycolmap.match_sequential, pycolmap.SequentialPairingOptions()
-    _colmap(
+    run_colmap(
         images_dir, f"{config.matcher} matching", match,
         database, matching_options=matching, pairing_options=pairing,
         verification_options=verification, device=pycolmap.Device.cpu,
@@ -400,7 +377,7 @@ def _undistort(images_dir, model, registered, tmp: Path, config: SfmConfig) -> N
     options = pycolmap.UndistortCameraOptions()
     if not config.single_camera:
         options.min_scale = options.max_scale = 1.0
-    _colmap(
+    run_colmap(
         images_dir, "undistortion", pycolmap.undistort_images,
         work, distorted, images_dir, image_names=registered,
         undistort_options=options, num_threads=config.num_threads,
