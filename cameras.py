@@ -256,3 +256,16 @@ def orbit_cameras(train: Cameras, target, frames: int) -> Cameras:
     n = len(poses)
     return Cameras(poses, *(np.full(n, np.asarray(v), np.float32) for v in (ref.fx, ref.fy, ref.cx, ref.cy)),
                    width=ref.width, height=ref.height)
+
+
+def project_jnp(points: Float[Array, "N 3"], cameras: Cameras) -> tuple[Float[Array, "N C 2"], Float[Array, "N C"]]:
+    """`project_points` inside jit, into every camera of a batch: pixel coordinates
+    ``(u, v)`` (pixel centres at ``+0.5``) ``[N, C, 2]`` and view depth (along the
+    camera's -Z axis) ``[N, C]`` of world ``points``."""
+    rot, origin = cameras.c2w[:, :3, :3], cameras.c2w[:, :3, 3]
+    local = jnp.einsum("cji,ncj->nci", rot, points[:, None, :] - origin[None])  # world -> camera
+    depth = -local[..., 2]
+    safe = jnp.where(jnp.abs(depth) < 1e-6, 1e-6, depth)
+    u = cameras.fx * local[..., 0] / safe + cameras.cx
+    v = -cameras.fy * local[..., 1] / safe + cameras.cy
+    return jnp.stack([u, v], -1), depth

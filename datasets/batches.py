@@ -3,7 +3,8 @@
 The chosen views live on the device as one `RayData`; `sample_rays` picks random pixels
 of random views inside the jitted train step, so no host round trip happens per step.
 `sample_patches` makes square pixel patches seen from unseen poses near the training
-cameras (RegNeRF), for loss terms that regularise novel views.
+cameras (RegNeRF), for loss terms that regularise novel views; `sample_keypoints` draws
+rays through the training views' triangulated keypoints, with their depths (DS-NeRF).
 """
 
 from __future__ import annotations
@@ -21,6 +22,37 @@ from .scene import SceneData
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class Keypoints:
+    """The training views' keypoints with known depth, padded to ``K`` per view.
+
+    Attributes:
+        uv: ``[V, K, 2]`` pixel ``(u, v)`` (centres at +0.5).
+        depth: ``[V, K]`` view depth of the triangulated point (along the camera's -Z).
+        weight: ``[V, K]`` confidence ``exp(-e^2 / 2)`` from the point's reprojection
+            error ``e`` in pixels; 0 in padding.
+    """
+
+    uv: Float[Array, "V K 2"]
+    depth: Float[Array, "V K"]
+    weight: Float[Array, "V K"]
+
+
+def make_keypoints(points, num_views: int) -> Keypoints | None:
+    """`Keypoints` of a `sparsefield.datasets.triangulation.SparsePoints` (None when it is
+    empty)."""
+    if points is None or len(points) == 0:
+        return None
+    per_view = [points.keypoints(v) for v in range(num_views)]
+    k = max(1, max(len(uv) for uv, _, _ in per_view))
+    uv, depth, weight = np.zeros((num_views, k, 2)), np.ones((num_views, k)), np.zeros((num_views, k))
+    for v, (pix, z, point) in enumerate(per_view):
+        n = len(pix)
+        uv[v, :n], depth[v, :n], weight[v, :n] = pix, z, np.exp(-0.5 * points.error[point] ** 2)
+    return Keypoints(*(jnp.asarray(a, jnp.float32) for a in (uv, depth, weight)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class RayData:
     """Training views on the device.
 
@@ -31,6 +63,7 @@ class RayData:
         background: ``[3]`` colour the images were composited on.
         has_alpha: whether real masks exist (static): only then can the background be
             swapped for a random colour per ray.
+        keypoints: the views' triangulated keypoints (`Keypoints`), or None.
     """
 
     images: Float[Array, "V H W 3"]
@@ -38,10 +71,12 @@ class RayData:
     cameras: Cameras
     background: Float[Array, " 3"]
     has_alpha: bool = dataclasses.field(metadata=dict(static=True))
+    keypoints: Keypoints | None = None
 
 
-def make_ray_data(scene: SceneData, ids: np.ndarray) -> RayData:
-    """Put the views ``ids`` (indices into ``scene.images``) on the device."""
+def make_ray_data(scene: SceneData, ids: np.ndarray, points=None) -> RayData:
+    """Put the views ``ids`` (indices into ``scene.images``) on the device, with their
+    keypoints when ``points`` (a `SparsePoints` of these views) are given."""
     alphas = scene.masks[ids] if scene.masks is not None else np.ones(scene.images[ids].shape[:3])
     return RayData(
         images=jnp.asarray(scene.images[ids], jnp.float32),
@@ -49,6 +84,7 @@ def make_ray_data(scene: SceneData, ids: np.ndarray) -> RayData:
         cameras=jax.tree_util.tree_map(jnp.asarray, scene.cameras[ids]),
         background=jnp.asarray(scene.background, jnp.float32),
         has_alpha=scene.masks is not None,
+        keypoints=make_keypoints(points, len(ids)),
     )
 
 
@@ -61,8 +97,9 @@ def sample_rays(data: RayData, key: jax.Array, num_rays: int, random_background:
     background with density (Instant-NGP's random background trick).
 
     Returns:
-        ``origins [R, 3]``, ``directions [R, 3]``, ``rgb [R, 3]``, ``background [R, 3]``
-        and, when the data has alpha masks, ``alpha [R]``.
+        ``origins [R, 3]``, ``directions [R, 3]``, ``rgb [R, 3]``, ``background [R, 3]``,
+        ``view [R]`` (each ray's training view) and, when the data has alpha masks,
+        ``alpha [R]``.
     """
     k_view, k_x, k_y, k_jit, k_bg = jax.random.split(key, 5)
     num_views, height, width = data.images.shape[:3]
@@ -78,7 +115,7 @@ def sample_rays(data: RayData, key: jax.Array, num_rays: int, random_background:
         rgb = rgb + (1.0 - data.alphas[v, py, px])[:, None] * (bg - data.background)
     else:
         bg = jnp.broadcast_to(data.background, (num_rays, 3))
-    batch = {"origins": origins, "directions": directions, "rgb": rgb, "background": bg}
+    batch = {"origins": origins, "directions": directions, "rgb": rgb, "background": bg, "view": v}
     if data.has_alpha:
         batch["alpha"] = data.alphas[v, py, px]
     return batch
@@ -133,3 +170,30 @@ def sample_patches(
     )
     origins, directions = pixel_rays(patch_cams, px.reshape(-1), py.reshape(-1))
     return {"patch_origins": origins, "patch_directions": directions}
+
+
+def keypoint_distance(cameras: Cameras, uv: Float[Array, "... 2"], depth: Float[Array, "..."]) -> Float[Array, "..."]:
+    """Distance along the unit ray through pixel ``uv`` to a point at view depth ``depth``:
+    ``t = z |((u - c_x) / f_x, -(v - c_y) / f_y, -1)|``."""
+    x = (uv[..., 0] - cameras.cx) / cameras.fx
+    y = (uv[..., 1] - cameras.cy) / cameras.fy
+    return depth * jnp.sqrt(x * x + y * y + 1.0)
+
+
+def sample_keypoints(data: RayData, key: jax.Array, num_rays: int) -> dict:
+    """Rays through random keypoints of the training views, drawn in proportion to their
+    weight, with the distance along each ray to its triangulated point.
+
+    Returns:
+        ``keypoint_origins [R, 3]``, ``keypoint_directions [R, 3]``, ``keypoint_distance
+        [R]`` and ``keypoint_weight [R]``.
+    """
+    kp = data.keypoints
+    num_views, k = kp.weight.shape
+    flat = jax.random.choice(key, num_views * k, (num_rays,), p=kp.weight.reshape(-1) / jnp.sum(kp.weight))
+    v, i = flat // k, flat % k
+    cams = jax.tree_util.tree_map(lambda a: a[v], data.cameras)
+    uv = kp.uv[v, i]
+    origins, directions = pixel_rays(cams, uv[:, 0], uv[:, 1])
+    return {"keypoint_origins": origins, "keypoint_directions": directions,
+            "keypoint_distance": keypoint_distance(cams, uv, kp.depth[v, i]), "keypoint_weight": kp.weight[v, i]}

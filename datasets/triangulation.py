@@ -74,8 +74,13 @@ class TriangulationConfig:
     """Drop points outside the scene box (``outer_bbox`` where the scene has one)."""
     min_points: int = 10
     """Fewer surviving points than this: the result is empty and the caller falls back."""
-    num_threads: int = -1
-    """CPU threads for SIFT, matching and triangulation; -1: all cores."""
+    threads: int | None = None
+    """CPU threads for feature extraction, matching and triangulation (None: all)."""
+
+    @property
+    def colmap_threads(self) -> int:
+        """``threads`` as COLMAP spells it (-1: all)."""
+        return -1 if self.threads is None else self.threads
     seed: int = 0
     """Seed of COLMAP's random choices."""
     cache: bool = True
@@ -218,14 +223,14 @@ def _colmap_points(scene: SceneData, ids: np.ndarray, tmp: Path, options: Triang
             database, tmp / "images", image_names=names, camera_mode=pycolmap.CameraMode.PER_IMAGE,
             reader_options=pinhole_reader(), device=pycolmap.Device.cpu,
             extraction_options=extraction_options(
-                options.max_image_size, options.num_threads, options.affine_shape, options.peak_threshold),
+                options.max_image_size, options.colmap_threads, options.affine_shape, options.peak_threshold),
         )
         index = {name: k for k, name in enumerate(names)}
         views = run_colmap(root, "camera set-up", set_known_cameras, database, index, scene.cameras[ids])
         features = sum(run_colmap(root, "database read", keypoint_counts, database))
         pairs = run_colmap(
             root, "guided matching", match_known_poses, database, views,
-            options.epipolar_error, options.max_ratio, options.min_pair_matches, options.num_threads,
+            options.epipolar_error, options.max_ratio, options.min_pair_matches, options.colmap_threads,
         )
         if pairs == 0:
             return None, (f"{features:,} SIFT features; no pair of views shares "
@@ -243,7 +248,7 @@ def _colmap_points(scene: SceneData, ids: np.ndarray, tmp: Path, options: Triang
 def _triangulator_options(options: TriangulationConfig) -> pycolmap.IncrementalPipelineOptions:
     """COLMAP's point triangulator, keeping two-view tracks (few views have little else)."""
     pipeline = pycolmap.IncrementalPipelineOptions()
-    pipeline.num_threads = options.num_threads
+    pipeline.num_threads = options.colmap_threads
     pipeline.random_seed = options.seed
     pipeline.min_num_matches = options.min_pair_matches
     pipeline.extract_colors = False
@@ -363,7 +368,7 @@ def cache_key(scene: SceneData, ids: np.ndarray, options: TriangulationConfig) -
     used), cameras, the box, the options (threads and caching aside) and the versions."""
     digest = hashlib.sha256()
     fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    fields.pop("cache"), fields.pop("num_threads")
+    fields.pop("cache"), fields.pop("threads")
     digest.update(repr((CACHE_VERSION, pycolmap.__version__, sorted(fields.items()))).encode())
     cameras = scene.cameras[ids]
     box = scene.outer_bbox if scene.outer_bbox is not None else scene.bbox

@@ -43,9 +43,10 @@ PARAM_NAMES = ("means", "log_scales", "quats", "logit_opacities", "sh_dc", "sh_r
 class GaussianConfig:
     """Gaussian scene: size, initialisation and colour model."""
 
-    init: Literal["hull", "box"] = "hull"
+    init: Literal["hull", "box", "points"] = "hull"
     """Seed points: inside the training masks' visual hull (box when there are no masks),
-    or uniform in the scene box. ``--init-from RUN`` (a NeRF run) overrides both."""
+    uniform in the scene box, or the training views' triangulated SIFT points with the
+    rest from the hull (``points``). ``--init-from RUN`` (a trained run) overrides them."""
     init_points: int = 2**14
     """Gaussians at the start."""
     max_capacity: int = 2**17

@@ -29,6 +29,10 @@ NEEDS = {
     "patches": "renders of unseen-view patches (``inputs.patches``, ``inputs.patch_shape``)",
     "alpha": "ground-truth alpha masks of the training pixels (``batch['alpha']``)",
     "tables": "the field's encoding and its parameters (``inputs.encoding``, ``inputs.encoding_params``)",
+    "keypoints": "rays through the training views' triangulated keypoints, with their depths "
+                 "(``inputs.keypoints``, `sparsefield.losses.keypoints.KeypointTargets`)",
+    "views": "every training view's image and camera (``inputs.views``), and each ray's own view and ray "
+             "(``batch['view']``, ``batch['origins']``, ``batch['directions']``)",
 }
 """What a loss term may need beyond the rendered colour, depth and opacity of its rays."""
 
@@ -47,6 +51,10 @@ class LossInputs:
         patch_shape: ``(N_p, P, P)``: how ``patches`` folds into images.
         encoding: the field's encoding config (terms that need ``tables``).
         encoding_params: its parameters.
+        views: the training views (`sparsefield.datasets.batches.RayData`: ``images``,
+            ``cameras``), for terms that need ``views``.
+        keypoints: rays through keypoints and their targets (`KeypointTargets`), for
+            terms that need ``keypoints``.
     """
 
     rays: object
@@ -56,6 +64,8 @@ class LossInputs:
     patch_shape: tuple[int, int, int] = (0, 0, 0)
     encoding: object | None = None
     encoding_params: object | None = None
+    views: object | None = None
+    keypoints: object | None = None
 
 
 class ConstantWeight:

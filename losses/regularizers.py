@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from .consistency import CrossViewConsistency
 from .distortion import Distortion
 from .entropy import RayEntropy
+from .keypoints import KeypointDepth
 from .occlusion import Occlusion
 from .opacity import MaskLoss, OpacityPrior
 from .smoothness import DepthSmoothness
@@ -32,6 +34,10 @@ class Regularizers:
     """BCE of the ray opacity against the alpha mask (data with masks only)."""
     depth_smoothness: DepthSmoothness | None = None
     """RegNeRF's depth smoothness on patches from unseen poses."""
+    consistency: CrossViewConsistency | None = None
+    """Photometric consistency of each ray's surface point across the training views."""
+    keypoint_depth: KeypointDepth | None = None
+    """Depth at the training views' triangulated keypoints (DS-NeRF)."""
 
     def terms(self) -> dict:
         """``name -> term`` for the terms that are on."""

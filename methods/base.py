@@ -30,6 +30,7 @@ always, ``loss_NAME`` per loss term, anything else the method wants logged; the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Callable, ClassVar, Hashable
 
@@ -40,6 +41,7 @@ from .. import checkpoints
 from ..cameras import Cameras
 from ..datasets.batches import make_ray_data
 from ..datasets.scene import SceneData
+from ..datasets.triangulation import SparsePoints, TriangulationConfig, triangulate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +52,19 @@ class TrainViews:
         scene: the loaded dataset.
         ids: indices into ``scene.images`` of the training views.
         seed: a trained run's surface to start from (``--init-from RUN``), or None.
+        triangulation: how `points` are found.
     """
 
     scene: SceneData
     ids: np.ndarray
     seed: "SurfaceField | None" = None
+    triangulation: TriangulationConfig = TriangulationConfig()
+
+    @functools.cached_property
+    def points(self) -> SparsePoints:
+        """SIFT features of the training views triangulated with their known poses
+        (computed on first use, cached on disk); empty where matching finds too few."""
+        return triangulate(self.scene, self.ids, self.triangulation)
 
     @property
     def cameras(self) -> Cameras:
@@ -94,9 +104,14 @@ class Method:
     def init(self, views: TrainViews) -> dict:
         raise NotImplementedError
 
+    def needs_points(self) -> bool:
+        """Whether training reads the views' triangulated points (`TrainViews.points`)."""
+        return False
+
     def data(self, views: TrainViews):
-        """The training views on the device (`sparsefield.datasets.batches.RayData`)."""
-        return make_ray_data(views.scene, views.ids)
+        """The training views on the device (`sparsefield.datasets.batches.RayData`), with
+        their keypoints when the method `needs_points`."""
+        return make_ray_data(views.scene, views.ids, views.points if self.needs_points() else None)
 
     def place(self, state: dict) -> dict:
         return jax.tree_util.tree_map(jax.numpy.asarray, state)

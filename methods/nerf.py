@@ -28,6 +28,7 @@ from ..fields.field import RadianceField
 from ..losses.base import usable_terms
 from ..renderers.mesh import DEFAULT_THRESHOLD
 from ..renderers.render import render_image
+from ..renderers.spaces import NDC
 from ..samplers.base import EverySample
 from .base import Method, SurfaceField, TrainViews
 from .nerf_step import make_train_step
@@ -70,14 +71,16 @@ class RadianceFieldMethod(Method):
     """``--method nerf`` (see the module docstring)."""
 
     name = "nerf"
-    supplies = frozenset({"samples", "patches", "alpha", "tables"})
+    supplies = frozenset({"samples", "patches", "alpha", "tables", "views", "keypoints"})
 
     def __init__(self, config, bbox):
         super().__init__(config, bbox)
         if config.pruner is not None and config.field.saliency is None:
             raise UsageError("--pruner prunes the saliency mask: add field.saliency:saliency-mask")
         self.sampler = config.occupancy if config.occupancy is not None else EverySample()
-        self.terms, _ = usable_terms(config.reg.terms(), self.supplies)
+        # Warping through depth needs world distances: not NDC's (`renderers.spaces`)
+        supplies = self.supplies - ({"views"} if isinstance(config.render.space, NDC) else set())
+        self.terms, _ = usable_terms(config.reg.terms(), supplies)
         self.mesh = parallel.data_mesh()
 
     def field(self, step: int) -> RadianceField:
@@ -105,8 +108,18 @@ class RadianceFieldMethod(Method):
                 print(note)
         return state
 
+    def needs_points(self) -> bool:
+        return any("keypoints" in term.needs for term in self.terms.values())
+
     def data(self, views: TrainViews):
-        return parallel.put_ray_data(make_ray_data(views.scene, parallel.process_share(views.ids)), self.mesh)
+        """The training rays on every device; with several processes, each holds its share
+        of the views (and keypoint terms are off: the points are of all views)."""
+        ids = parallel.process_share(views.ids)
+        points = views.points if self.needs_points() and len(ids) == len(views.ids) else None
+        if self.needs_points() and (points is None or len(points) == 0):
+            self.terms = {n: t for n, t in self.terms.items() if "keypoints" not in t.needs}
+            print("keypoint depth: no keypoints to supervise; the term is off")
+        return parallel.put_ray_data(make_ray_data(views.scene, ids, points), self.mesh)
 
     def place(self, state: dict) -> dict:
         return parallel.replicate(state, self.mesh)

@@ -29,9 +29,10 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from .. import parallel
-from ..datasets.batches import sample_patches, sample_rays
+from ..datasets.batches import sample_keypoints, sample_patches, sample_rays
 from ..fields import pruning
 from ..losses.base import LossInputs
+from ..losses.keypoints import KeypointTargets
 from ..losses.smoothness import unseen_patches
 from ..renderers.render import RenderConfig, RenderedRays, render_rays
 
@@ -47,7 +48,8 @@ class RaySet(NamedTuple):
 
 
 def ray_sets(config, terms: dict, box: np.ndarray, diagonal: float) -> dict[str, RaySet]:
-    """The training rays, and the unseen-view patches when a term needs ``patches``."""
+    """The training rays, the unseen-view patches when a term needs ``patches``, and rays
+    through keypoints when a term needs ``keypoints``."""
     sets = {"rays": RaySet(lambda d, k: sample_rays(d, k, 1, config.random_background),
                            config.rays_per_batch, config.render, "")}
     spec = unseen_patches(terms)
@@ -59,6 +61,10 @@ def ray_sets(config, terms: dict, box: np.ndarray, diagonal: float) -> dict[str,
         )
         budget = dataclasses.replace(config.render, sample_budget=spec.sample_budget)
         sets["patch"] = RaySet(draw, spec.num_patches, budget, "patch_")
+    keypoints = next((t for t in terms.values() if "keypoints" in t.needs), None)
+    if keypoints is not None:
+        budget = dataclasses.replace(config.render, sample_budget=keypoints.sample_budget)
+        sets["keypoint"] = RaySet(lambda d, k: sample_keypoints(d, k, 1), keypoints.rays, budget, "keypoint_")
     return sets
 
 
@@ -160,8 +166,12 @@ class TrainStep:
         occupancy = self.sampler.occupancy(params.get("occupancy"), state["occupancy"], step)
         batch, rendered, marched = self.render_batch(params, data, occupancy, key, step)
         rays = rendered["rays"]
+        views = data if data.images.ndim == 4 else None  # (several processes: each holds a share)
+        keypoints = None
+        if "keypoint" in rendered:
+            keypoints = KeypointTargets(rendered["keypoint"], batch["keypoint_distance"], batch["keypoint_weight"])
         inputs = LossInputs(rays, batch, step, rendered.get("patch"), self.patch_shape,
-                            self.field.config.encoding, params["encoding"])
+                            self.field.config.encoding, params["encoding"], views, keypoints)
         losses = {"rgb": colour_loss(rays, batch)}
         losses |= {name: term.weight_at(step) * term(inputs) for name, term in self.terms.items()}
         losses |= pruning.admm_losses(self.config.pruner, params, state["pruner"], step, self.config.steps)

@@ -26,7 +26,7 @@ from ..renderers.densify import DensifyConfig, DensifyStrategy
 from ..renderers.splatting import SplatRenderConfig, covariance3d, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
-from .splat_step import make_optimizer, make_train_step
+from .splat_step import DropGaussian, OpacityDecay, make_optimizer, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,10 @@ class SplatConfig:
     their number) see them: one view does not fix a Gaussian's depth, and such Gaussians
     float in front of novel views. Demo scene, 8 views, 800 steps: 24.02 dB without this
     rule, 25.86 dB with 3 views, 26.15 dB with 4 (5 gives the same run)."""
+    drop: DropGaussian | None = None
+    """DropGaussian: drop a random share of the Gaussians in each training render."""
+    opacity_decay: OpacityDecay | None = None
+    """Binocular3DGS's opacity decay after every step."""
 
 
 PARAMS_PER_GAUSSIAN = 59
@@ -97,7 +101,7 @@ class SplatMethod(Method):
 
     name = "splat"
     progress = ("gaussians",)
-    supplies = frozenset({"alpha", "patches"})
+    supplies = frozenset({"alpha", "patches", "views", "keypoints"})
 
     def __init__(self, config, bbox):
         super().__init__(config, bbox)
@@ -105,6 +109,18 @@ class SplatMethod(Method):
         self.strategy = DensifyStrategy(config.splat.densify, config.steps)
 
     # ---- training ------------------------------------------------------------------------
+
+    def needs_points(self) -> bool:
+        keypoint_terms = any("keypoints" in term.needs for term in self.terms.values())
+        return keypoint_terms or self.config.splat.gaussians.init == "points"
+
+    def data(self, views: TrainViews):
+        """The training views on the device, with their keypoints when a term reads them."""
+        data = super().data(views)
+        if data.keypoints is None and any("keypoints" in t.needs for t in self.terms.values()):
+            self.terms = {n: t for n, t in self.terms.items() if "keypoints" not in t.needs}
+            print("keypoint depth: no keypoints to supervise; the term is off")
+        return data
 
     def init(self, views: TrainViews) -> dict:
         points, colors = seed_points(self.config, views)

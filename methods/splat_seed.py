@@ -33,7 +33,8 @@ def density_points(key: int, density_fn, color_fn, bbox: np.ndarray, n: int, res
 
 def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
     """Initial points and colours: a trained run's surface (``views.seed``), the visual
-    hull of the training masks, or uniform in the box; isolated points removed."""
+    hull of the training masks, or uniform in the box, with the triangulated points
+    first when ``init`` is ``points``; isolated points removed."""
     g, bbox = config.splat.gaussians, np.asarray(views.scene.bbox, np.float64)
     cams, min_views = views.cameras, config.splat.min_views
     if views.seed is not None:
@@ -41,7 +42,7 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         points, colors = density_points(config.seed, seed.density, seed.color, np.asarray(seed.bbox, np.float64),
                                         g.init_points, threshold=seed.threshold)
         print(f"init: {len(points):,} points from the density of {config.init_from}")
-    elif g.init == "hull" and views.masks is not None:
+    elif g.init in ("hull", "points") and views.masks is not None:
         points, colors = gs.visual_hull_points(config.seed, cams, views.masks, views.scene.images[views.ids],
                                                bbox, g.init_points, min_views=min_views)
         print(f"init: {len(points):,} points inside the visual hull of {len(views.ids)} masks")
@@ -53,9 +54,12 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         colors = np.full((len(points), 3), 0.5)
         print(f"init: {len(points):,} points uniform in the box, seen by {min_views} views")
     points, colors = gs.remove_outliers(points, colors, g.outlier_neighbours, g.outlier_std)
+    if g.init == "points" and views.seed is None and len(views.points):
+        sparse = views.points
+        print(f"init: {len(sparse):,} triangulated points first")
+        points = np.concatenate([sparse.points, points])[: max(g.init_points, len(sparse))]
+        colors = np.concatenate([sparse.colors, colors])[: len(points)]
     return points.astype(np.float32), colors
-
-
 def outside_hull(means: np.ndarray, views: TrainViews, min_views: int) -> np.ndarray:
     """``[N]``: Gaussian means outside the training views' visual hull (masks where the
     scene has them) or seen by fewer than ``min_views`` of them (`gs.hull_test`)."""

@@ -9,15 +9,19 @@ on a small render from an unseen pose every ``--splat.unseen-every`` steps). The
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..cameras import Cameras, unseen_poses
-from ..datasets.batches import RayData
+from ..cameras import Cameras, image_rays, unseen_poses
+from ..datasets.batches import RayData, keypoint_distance
 from ..fields import gaussians as gs
 from ..losses.base import LossInputs
+from ..losses.consistency import bilinear
+from ..losses.keypoints import KeypointTargets
 from ..losses.photometric import l1_dssim
 from ..renderers.densify import accumulate
 from ..renderers.render import RenderedRays
@@ -25,10 +29,16 @@ from ..renderers.splatting import rasterize
 
 
 def crop_view(data: RayData, key, size: int, random_background: bool, factor: int = 1):
+    """`crop_with_view` without the view's index: ``(camera, rgb, background, alpha)``."""
+    return crop_with_view(data, key, size, random_background, factor)[:4]
+
+
+def crop_with_view(data: RayData, key, size: int, random_background: bool, factor: int = 1):
     """One random ``size x size`` crop of a random training view: its camera (principal
-    point shifted), target colours, background (random per crop with masks) and alpha
-    (None without masks). With ``factor`` > 1 the window is ``factor`` times larger and
-    rendered at 1 / ``factor`` resolution (targets averaged over ``factor``² pixels)."""
+    point shifted), target colours, background (random per crop with masks), alpha
+    (None without masks) and the view's index. With ``factor`` > 1 the window is
+    ``factor`` times larger and rendered at 1 / ``factor`` resolution (targets averaged
+    over ``factor``² pixels)."""
     k_view, k_x, k_y, k_bg = jax.random.split(key, 4)
     num, height, width = data.images.shape[:3]
     size_x, size_y = (min(size * factor, width), min(size * factor, height)) if size else (width, height)
@@ -52,7 +62,7 @@ def crop_view(data: RayData, key, size: int, random_background: bool, factor: in
         alpha = None if alpha is None else pool(alpha)
         cam = Cameras(cam.c2w, cam.fx / factor, cam.fy / factor, cam.cx / factor, cam.cy / factor,
                       width=size_x // factor, height=size_y // factor)
-    return cam, rgb, bg, alpha
+    return cam, rgb, bg, alpha, v
 
 
 def unseen_camera(data: RayData, key, center, scale: float, patches) -> Cameras:
@@ -82,63 +92,109 @@ def make_optimizer() -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-15)
 
 
-def pixels(out: dict) -> RenderedRays:
-    """A rasterized image as the rays of the loss contract: every pixel complete, its
-    normalised distance given by the caller (``out["distance"]``, else the depth)."""
-    flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
-    opacity = flat(out["opacity"])
-    return RenderedRays(rgb=flat(out["rgb"]), depth=flat(out["depth"]), opacity=opacity,
-                        complete=jnp.ones(opacity.shape, bool), distance=flat(out.get("distance", out["depth"])))
+def pixels(out: dict, camera: Cameras) -> tuple[RenderedRays, dict]:
+    """A rasterized image as the rays of the loss contract, every pixel complete: its
+    depth as ray distance (the rasterizer's is view depth ``z``; along a unit ray ``t =
+    z / cos``, ``cos`` the ray's angle to the optical axis), its normalised distance as
+    the caller gives it (``out["distance"]``, else the depth). Also the pixels' rays."""
+    origins, directions = image_rays(camera)
+    origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    cos = -directions @ camera.c2w[:3, 2]  # the camera looks down -Z
+    opacity = out["opacity"].reshape(-1)
+    depth = out["depth"].reshape(-1) / jnp.maximum(cos, 1e-6)
+    rays = RenderedRays(rgb=out["rgb"].reshape(-1, 3), depth=depth, opacity=opacity,
+                        complete=jnp.ones(opacity.shape, bool), distance=out.get("distance", out["depth"]).reshape(-1))
+    return rays, {"origins": origins, "directions": directions}
+
+
+def crop_keypoints(data: RayData, view, cam: Cameras, out: dict, factor: int) -> KeypointTargets | None:
+    """The keypoints of the crop's view as the loss contract's keypoint rays: the crop's
+    rendered depth (converted to ray distance) and opacity sampled at each keypoint, its
+    target distance, and its weight (0 outside the crop)."""
+    kp = data.keypoints
+    if kp is None:
+        return None
+    full = jax.tree_util.tree_map(lambda a: a[view], data.cameras)
+    uv = kp.uv[view]
+    crop_uv = (uv - jnp.stack([full.cx, full.cy])) / factor + jnp.stack([cam.cx, cam.cy])
+    inside = (crop_uv[:, 0] >= 0) & (crop_uv[:, 0] <= cam.width) & (crop_uv[:, 1] >= 0) & (crop_uv[:, 1] <= cam.height)
+    sampled = bilinear(jnp.stack([out["depth"], out["opacity"]], -1), crop_uv)
+    distance = keypoint_distance(full, uv, kp.depth[view])
+    depth = keypoint_distance(cam, crop_uv, sampled[:, 0])  # view depth -> ray distance
+    rays = RenderedRays(rgb=jnp.zeros((len(uv), 3)), depth=depth, opacity=sampled[:, 1],
+                        complete=inside, distance=jnp.zeros(len(uv)))
+    return KeypointTargets(rays, distance, kp.weight[view] * inside)
+
+
+@dataclasses.dataclass(frozen=True)
+class DropGaussian:
+    """DropGaussian (Park et al., CVPR 2025): every training render drops a random share
+    ``r`` of the Gaussians and scales the opacity of the rest by ``1 / (1 - r)``, so no
+    Gaussian can hide behind another in the training views and the ones far from the
+    training views also receive gradients. With ``ramp`` the rate grows linearly from 0
+    to ``rate`` over the run."""
+
+    rate: float = 0.1
+    """r: the share of Gaussians dropped in each training render."""
+    ramp: bool = True
+    """Grow the rate linearly over the run instead of holding it."""
+
+    def apply(self, alive, opacities, key, progress):
+        """``(alive, opacities)`` of one training render."""
+        rate = self.rate * progress if self.ramp else self.rate
+        keep = jax.random.uniform(key, alive.shape) >= rate
+        return alive & keep, jnp.minimum(opacities / (1.0 - rate), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpacityDecay:
+    """Opacity decay (Binocular3DGS, Han et al., NeurIPS 2024): after every step each
+    opacity is multiplied by ``factor``, ``o <- lambda o``; Gaussians the views need get
+    their opacity back through the loss, the rest fade and are pruned (floaters)."""
+
+    factor: float = 0.995
+    """lambda: multiplier of every opacity per step."""
+    stop: float = 0.9
+    """Fraction of the run after which opacities are left alone (they settle)."""
+
+    def apply(self, logits, progress):
+        """``logit(lambda sigmoid(l))`` until ``stop``."""
+        o = jnp.clip(jax.nn.sigmoid(logits) * self.factor, 1e-6, 1.0 - 1e-6)
+        return jnp.where(progress < self.stop, jnp.log(o) - jnp.log1p(-o), logits)
 
 
 def make_train_step(config, bbox, terms: dict, factor: int = 1):
     """``train_step(state, data, key) -> (state, metrics)``, jitted with the state donated;
     ``factor``: crops ``factor`` times larger rendered at 1 / ``factor`` resolution."""
-    sc = config.splat
-    box = jnp.asarray(bbox, jnp.float32)
-    center, diagonal = box.mean(0), float(jnp.linalg.norm(box[1] - box[0]))
-    extent = 0.5 * float(np.linalg.norm(np.asarray(bbox, np.float64)[1] - np.asarray(bbox, np.float64)[0]))
-    pixel_terms = {n: t for n, t in terms.items() if "patches" not in t.needs}
-    patch_terms = {n: t for n, t in terms.items() if "patches" in t.needs}
-    optimizer = make_optimizer()
+    return jax.jit(TrainStep(config, np.asarray(bbox, np.float64), terms, factor), donate_argnums=0)
 
-    def render(params, alive, cam, bg, step, offset=None):
-        colors = gs.gaussian_colors(params, cam.c2w[:3, 3], gs.active_degree(sc.gaussians, step))
-        return rasterize(*gs.activated(params), colors, cam, bg, sc.raster, alive, offset)
 
-    def unseen_losses(params, alive, data, key, step) -> dict:
-        """The patch terms on a small render from an unseen pose (every ``unseen_every`` steps)."""
-        def on(params):
-            smooth = next(iter(patch_terms.values()))
-            cam = unseen_camera(data, key, center, sc.unseen_scale, smooth.patches)
-            u = render(params, alive, cam, jnp.zeros(3), step)
-            far = jnp.linalg.norm(cam.c2w[:3, 3] - center) + 0.5 * diagonal
-            u = {**u, "distance": (u["depth"] + (1.0 - u["opacity"]) * far) / diagonal}
-            inputs = LossInputs(None, {}, step, pixels(u), (1, cam.height, cam.width))
-            return {n: t.weight_at(step) * t(inputs) for n, t in patch_terms.items()}
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainStep:
+    """One training step of a Gaussian scene; calling it runs the stages (`__call__`)."""
 
-        off = lambda p: {n: jnp.float32(0.0) for n in patch_terms}  # noqa: E731
-        return jax.lax.cond(step % max(sc.unseen_every, 1) == 0, on, off, params) if patch_terms else {}
+    config: object
+    bbox: np.ndarray
+    terms: dict
+    factor: int = 1
 
-    def loss_fn(params, offset, alive, data, key, step):
-        cam, target, bg, alpha = crop_view(data, key, sc.crop, config.random_background, factor)
-        out = render(params, alive, cam, bg, step, offset)
-        batch = {"rgb": target.reshape(-1, 3)} | ({} if alpha is None else {"alpha": alpha.reshape(-1)})
-        inputs = LossInputs(pixels(out), batch, step)
-        losses = {"rgb": l1_dssim(out["rgb"], target, sc.ssim_weight)}
-        losses |= {n: t.weight_at(step) * t(inputs) for n, t in pixel_terms.items()
-                   if "alpha" not in t.needs or alpha is not None}
-        losses |= unseen_losses(params, alive, data, jax.random.fold_in(key, 1), step)
-        mse = jnp.mean((out["rgb"] - target) ** 2)
-        return sum(losses.values()), (losses, mse, out["visible"], max(cam.width, cam.height), out["overflow"])
+    @property
+    def splat(self):
+        return self.config.splat
 
-    def train_step(state: dict, data: RayData, key):
+    def __call__(self, state: dict, data: RayData, key):
+        """Render a crop and score it (`losses`), Adam with per-parameter rates, opacity
+        decay, densification statistics."""
         offset = jnp.zeros((state["alive"].shape[0], 2))
         (loss, (losses, mse, visible, size, overflow)), (grads, grad2d) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1), has_aux=True)(state["params"], offset, state["alive"], data, key, state["step"])
-        updates, opt_state = optimizer.update(grads, state["optimizer"])
-        lrs = learning_rates(sc, extent, state["step"] / config.steps)
+            self.losses, argnums=(0, 1), has_aux=True)(state["params"], offset, state["alive"], data, key, state["step"])
+        updates, opt_state = make_optimizer().update(grads, state["optimizer"])
+        progress = state["step"] / self.config.steps
+        extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
+        lrs = learning_rates(self.splat, extent, progress)
         params = {k: v - lrs[k] * updates[k] for k, v in state["params"].items()}
+        if self.splat.opacity_decay is not None:
+            params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
         densify = accumulate(state["densify"], grad2d, visible, 0.5 * size)
         metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(mse), "gaussians": jnp.sum(state["alive"]),
                    "overflow": overflow.astype(jnp.float32), **{f"loss_{k}": v for k, v in losses.items()}}
@@ -146,4 +202,46 @@ def make_train_step(config, bbox, terms: dict, factor: int = 1):
                "densify": densify}
         return new, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    def render(self, params, alive, cam, bg, step, offset=None, key=None):
+        """Rasterize ``cam``; with ``key``, a training render (DropGaussian when on)."""
+        colors = gs.gaussian_colors(params, cam.c2w[:3, 3], gs.active_degree(self.splat.gaussians, step))
+        means, scales, quats, opacities = gs.activated(params)
+        if key is not None and self.splat.drop is not None:
+            alive, opacities = self.splat.drop.apply(alive, opacities, key, step / self.config.steps)
+        return rasterize(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset)
+
+    def losses(self, params, offset, alive, data, key, step):
+        """``(sum, (losses by name, mse, visible, crop size, overflow))``: the 3DGS colour
+        loss on a crop, the terms the rasterizer can serve, the patch terms."""
+        cam, target, bg, alpha, view = crop_with_view(data, key, self.splat.crop, self.config.random_background,
+                                                 self.factor)
+        out = self.render(params, alive, cam, bg, step, offset, key=jax.random.fold_in(key, 2))
+        rays, pixel_rays = pixels(out, cam)
+        batch = {"rgb": target.reshape(-1, 3), "view": jnp.full(rays.opacity.shape, view), **pixel_rays}
+        batch |= {} if alpha is None else {"alpha": alpha.reshape(-1)}
+        inputs = LossInputs(rays, batch, step, views=data, keypoints=crop_keypoints(data, view, cam, out, self.factor))
+        losses = {"rgb": l1_dssim(out["rgb"], target, self.splat.ssim_weight)}
+        losses |= {n: t.weight_at(step) * t(inputs) for n, t in self.terms.items()
+                   if "patches" not in t.needs and ("alpha" not in t.needs or alpha is not None)}
+        losses |= self.unseen_losses(params, alive, data, jax.random.fold_in(key, 1), step)
+        mse = jnp.mean((out["rgb"] - target) ** 2)
+        return sum(losses.values()), (losses, mse, out["visible"], max(cam.width, cam.height), out["overflow"])
+
+    def unseen_losses(self, params, alive, data, key, step) -> dict:
+        """The patch terms on a small render from an unseen pose (every ``unseen_every`` steps)."""
+        patch_terms = {n: t for n, t in self.terms.items() if "patches" in t.needs}
+        if not patch_terms:
+            return {}
+        box = jnp.asarray(self.bbox, jnp.float32)
+        center, diagonal = box.mean(0), float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
+
+        def on(params):
+            cam = unseen_camera(data, key, center, self.splat.unseen_scale, next(iter(patch_terms.values())).patches)
+            u = self.render(params, alive, cam, jnp.zeros(3), step)
+            far = jnp.linalg.norm(cam.c2w[:3, 3] - center) + 0.5 * diagonal
+            u = {**u, "distance": (u["depth"] + (1.0 - u["opacity"]) * far) / diagonal}
+            inputs = LossInputs(None, {}, step, pixels(u, cam)[0], (1, cam.height, cam.width))
+            return {n: t.weight_at(step) * t(inputs) for n, t in patch_terms.items()}
+
+        off = lambda p: {n: jnp.float32(0.0) for n in patch_terms}  # noqa: E731
+        return jax.lax.cond(step % max(self.splat.unseen_every, 1) == 0, on, off, params)
