@@ -31,6 +31,8 @@ NEEDS = {
     "tables": "the field's encoding and its parameters (``inputs.encoding``, ``inputs.encoding_params``)",
     "keypoints": "rays through the training views' triangulated keypoints, with their depths "
                  "(``inputs.keypoints``, `sparsefield.losses.keypoints.KeypointTargets`)",
+    "binocular": "the method's own render from a camera shifted sideways, sampled where each ray's surface "
+                 "point lands (``inputs.binocular``, `sparsefield.losses.consistency.ShiftedView`)",
     "views": "every training view's image and camera (``inputs.views``), and each ray's own view and ray "
              "(``batch['view']``, ``batch['origins']``, ``batch['directions']``)",
 }
@@ -55,6 +57,8 @@ class LossInputs:
             ``cameras``), for terms that need ``views``.
         keypoints: rays through keypoints and their targets (`KeypointTargets`), for
             terms that need ``keypoints``.
+        binocular: the render from a shifted camera, sampled at each ray's surface point
+            (`ShiftedView`), for terms that need ``binocular``.
     """
 
     rays: object
@@ -66,6 +70,7 @@ class LossInputs:
     encoding_params: object | None = None
     views: object | None = None
     keypoints: object | None = None
+    binocular: object | None = None
 
 
 class ConstantWeight:

@@ -65,3 +65,40 @@ class CrossViewConsistency(ConstantWeight):
         alpha = batch.get("alpha", jnp.ones_like(opacity))
         weight = jnp.where(jnp.isfinite(best) & (opacity > self.min_opacity) & rays.complete, opacity * alpha, 0.0)
         return jnp.sum(weight * jnp.where(jnp.isfinite(best), best, 0.0)) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftedView:
+    """What `BinocularConsistency` reads: the method's own render from a camera shifted
+    sideways, sampled where each training ray's surface point lands in it (``colors
+    [R, 3]``), and whether it lands inside that image in front of the camera (``valid [R]``)."""
+
+    colors: Array
+    valid: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BinocularConsistency(ConstantWeight):
+    """Binocular self-consistency (Binocular3DGS, Han et al., NeurIPS 2024): the scene is
+    rendered from a camera shifted sideways by a baseline ``b`` from a training camera;
+    warping that render back through the training view's rendered depth must give the
+    training image: ``L = sum_r w_r |I_shift(pi_shift(x_r)) - c_r|_1 / sum_r w_r`` with
+    ``x_r = o + (D / O) d`` and ``w_r = O_r a_r`` (held constant). It constrains depth
+    where one training view alone sees the surface, which cross-view terms cannot."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"binocular"})
+
+    weight: float = 0.05
+    """Loss weight."""
+    baseline: float = 0.03
+    """b: the sideways shift, as a share of the scene box diagonal."""
+    min_opacity: float = 0.5
+    """Rays less opaque than this are not on a surface: left out."""
+
+    def __call__(self, inputs: LossInputs) -> Array:
+        rays, batch, shifted = inputs.rays, inputs.batch, inputs.binocular
+        opacity = jax.lax.stop_gradient(rays.opacity)
+        alpha = batch.get("alpha", jnp.ones_like(opacity))
+        weight = jnp.where(shifted.valid & (opacity > self.min_opacity), opacity * alpha, 0.0)
+        error = jnp.mean(jnp.abs(shifted.colors - batch["rgb"]), axis=-1)
+        return jnp.sum(weight * error) / jnp.maximum(jnp.sum(weight), 1.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .consistency import CrossViewConsistency
+from .consistency import BinocularConsistency, CrossViewConsistency
 from .distortion import Distortion
 from .entropy import RayEntropy
 from .keypoints import KeypointDepth
@@ -38,6 +38,8 @@ class Regularizers:
     """Photometric consistency of each ray's surface point across the training views."""
     keypoint_depth: KeypointDepth | None = None
     """Depth at the training views' triangulated keypoints (DS-NeRF)."""
+    binocular: BinocularConsistency | None = None
+    """Binocular self-consistency with a render from a camera shifted sideways (Binocular3DGS)."""
 
     def terms(self) -> dict:
         """``name -> term`` for the terms that are on."""

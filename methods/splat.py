@@ -26,7 +26,7 @@ from ..renderers.densify import DensifyConfig, DensifyStrategy
 from ..renderers.splatting import SplatRenderConfig, covariance3d, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
-from .splat_step import DropGaussian, OpacityDecay, make_optimizer, make_train_step
+from .splat_step import CoTraining, DropGaussian, OpacityDecay, fields_of, make_optimizer, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,8 @@ class SplatConfig:
     """DropGaussian: drop a random share of the Gaussians in each training render."""
     opacity_decay: OpacityDecay | None = None
     """Binocular3DGS's opacity decay after every step."""
+    co_training: CoTraining | None = None
+    """CoR-GS: a second scene trained beside the first, co-pruning and co-regularization."""
 
 
 PARAMS_PER_GAUSSIAN = 59
@@ -96,12 +98,35 @@ def state_from(params: dict, alive) -> dict:
             "alive": jnp.asarray(alive), "densify": DensifyStrategy().init(n)}
 
 
+def empty_state(capacity: int) -> dict:
+    """A state of ``capacity`` slots, its values unused (what a checkpoint is read into)."""
+    params, alive = gs.make_params(np.zeros((2, 3)) + [[0, 0, 0], [1, 1, 1]], np.zeros((2, 3)), capacity, 0.1)
+    return state_from(params, alive)
+
+
+def co_prune(scenes: dict, co) -> dict:
+    """CoR-GS's co-pruning: in each of two scenes, the live Gaussians with no live Gaussian
+    of the other scene within ``co.prune_distance`` times the other scene's median
+    neighbour spacing die. One scene: unchanged."""
+    if co is None or "twin" not in scenes:
+        return scenes
+    live = {n: np.asarray(s["alive"]) for n, s in scenes.items()}
+    means = {n: np.asarray(s["params"]["means"])[live[n]] for n, s in scenes.items()}
+    out = {}
+    for n, other in (("main", "twin"), ("twin", "main")):
+        tree = cKDTree(means[other])
+        spacing = float(np.median(tree.query(means[other], k=2)[0][:, 1])) if len(means[other]) > 1 else np.inf
+        dist, _ = tree.query(np.asarray(scenes[n]["params"]["means"]))
+        out[n] = {**scenes[n], "alive": jnp.asarray(live[n] & (dist <= co.prune_distance * spacing))}
+    return out
+
+
 class SplatMethod(Method):
     """``--method splat`` (see the module docstring)."""
 
     name = "splat"
     progress = ("gaussians",)
-    supplies = frozenset({"alpha", "patches", "views", "keypoints"})
+    supplies = frozenset({"alpha", "patches", "views", "keypoints", "binocular"})
 
     def __init__(self, config, bbox):
         super().__init__(config, bbox)
@@ -123,8 +148,16 @@ class SplatMethod(Method):
         return data
 
     def init(self, views: TrainViews) -> dict:
-        points, colors = seed_points(self.config, views)
-        g = self.config.splat.gaussians
+        state = self.seeded(self.config, views)
+        if self.config.splat.co_training is not None:  # the twin starts from its own draw of seeds
+            twin = self.seeded(dataclasses.replace(self.config, seed=self.config.seed + 1), views)
+            state["twin"] = {k: twin[k] for k in ("params", "optimizer", "alive", "densify")}
+        return state
+
+    @staticmethod
+    def seeded(config, views: TrainViews) -> dict:
+        points, colors = seed_points(config, views)
+        g = config.splat.gaussians
         params, alive = gs.make_params(points, colors, gs.capacity_for(len(points)), g.init_opacity)
         return state_from(params, alive)
 
@@ -138,26 +171,31 @@ class SplatMethod(Method):
         return make_train_step(self.config, self.bbox, self.terms, factor)
 
     def after_step(self, state: dict, done: int, views: TrainViews) -> dict:
-        """Densify when due; else, with ``hull_cull``, cull outside the visual hull every
-        ``densify.every`` steps and at the end."""
+        """Densify when due (and co-prune the twins); else, with ``hull_cull``, cull
+        outside the visual hull every ``densify.every`` steps and at the end."""
         sc = self.config.splat
         outside = (lambda means: outside_hull(means, views, sc.min_views)) if sc.hull_cull else None
+        scenes = fields_of(state)
         if self.strategy.due(done):
-            return self.densify(state, done, outside)
-        if outside is not None and (done % sc.densify.every == 0 or done == self.config.steps):
-            alive = np.asarray(state["alive"]) & ~outside(state["params"]["means"])
-            return {**state, "alive": jnp.asarray(alive)}
-        return state
+            scenes = {n: self.densify(f, done + 7919 * i, outside) for i, (n, f) in enumerate(scenes.items())}
+            scenes = co_prune(scenes, sc.co_training)
+        elif outside is not None and (done % sc.densify.every == 0 or done == self.config.steps):
+            scenes = {n: {**f, "alive": jnp.asarray(np.asarray(f["alive"]) & ~outside(f["params"]["means"]))}
+                      for n, f in scenes.items()}
+        else:
+            return state
+        return {**state, **scenes["main"]} | ({"twin": scenes["twin"]} if "twin" in scenes else {})
 
-    def densify(self, state: dict, step: int, outside) -> dict:
-        """One densification outside jit (may double the capacity; the step then retraces)."""
-        info = {"alive": state["alive"], "extent": scene_extent(self.bbox),
+    def densify(self, scene: dict, step: int, outside) -> dict:
+        """One densification of one scene outside jit (may double its capacity; the step
+        then retraces). ``step`` seeds the random splits."""
+        info = {"alive": scene["alive"], "extent": scene_extent(self.bbox),
                 "max_capacity": self.config.splat.gaussians.max_capacity, "key": self.config.seed * 100003 + step}
         if outside is not None:
-            info["outside"] = outside(state["params"]["means"])
-        params, opt_state, dstate = self.strategy.update(state["params"], state["optimizer"], state["densify"],
-                                                         step, info)
-        return {**state, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
+            info["outside"] = outside(scene["params"]["means"])
+        params, opt_state, dstate = self.strategy.update(scene["params"], scene["optimizer"], scene["densify"],
+                                                         step - step % self.config.splat.densify.every, info)
+        return {**scene, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
 
     def num_params(self, state: dict) -> int:
         return int(np.sum(np.asarray(state["alive"]))) * PARAMS_PER_GAUSSIAN
@@ -190,11 +228,13 @@ class SplatMethod(Method):
     # ---- checkpoints ---------------------------------------------------------------------
 
     def template(self, arrays: dict) -> dict:
-        """Empty Gaussians at the capacity the arrays hold."""
+        """Empty Gaussians at the capacity the arrays hold (and a twin's, with co-training)."""
         means = arrays.get("params/means", arrays.get("arr_1"))  # format 1: step, then params by key
-        capacity = means.shape[0]
-        params, alive = gs.make_params(np.zeros((2, 3)) + [[0, 0, 0], [1, 1, 1]], np.zeros((2, 3)), capacity, 0.1)
-        return state_from(params, alive)
+        state = empty_state(means.shape[0])
+        if "twin/params/means" in arrays:
+            twin = empty_state(arrays["twin/params/means"].shape[0])
+            state["twin"] = {k: twin[k] for k in ("params", "optimizer", "alive", "densify")}
+        return state
 
     def legacy_layout(self) -> tuple[str, ...]:
         return ("step", "params", "optimizer", "alive", "densify")

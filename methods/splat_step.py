@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..cameras import Cameras, image_rays, unseen_poses
+from ..cameras import Cameras, image_rays, project_jnp, unseen_poses
 from ..datasets.batches import RayData, keypoint_distance
 from ..fields import gaussians as gs
 from ..losses.base import LossInputs
-from ..losses.consistency import bilinear
+from ..losses.consistency import ShiftedView, bilinear
 from ..losses.keypoints import KeypointTargets
 from ..losses.photometric import l1_dssim
+from ..losses.smoothness import UnseenPatches
 from ..renderers.densify import accumulate
 from ..renderers.render import RenderedRays
 from ..renderers.splatting import rasterize
@@ -127,6 +128,28 @@ def crop_keypoints(data: RayData, view, cam: Cameras, out: dict, factor: int) ->
 
 
 @dataclasses.dataclass(frozen=True)
+class CoTraining:
+    """CoR-GS (Zhang et al., ECCV 2024): two Gaussian scenes trained side by side from the
+    same views. Where they disagree is where the views do not constrain the scene: a
+    Gaussian with no Gaussian of the other scene within ``prune_distance`` is pruned
+    (co-pruning, at every densification), and renders of the two from unseen poses are
+    held together (co-regularization, `TrainStep.disagreement`). The first scene is the
+    one evaluated and exported. Doubles the cost of a step."""
+
+    weight: float = 1.0
+    """Weight of the co-regularization loss."""
+    every: int = 1
+    """Co-regularize on every this many steps."""
+    scale: float = 0.5
+    """Resolution factor of the unseen-pose renders."""
+    prune_distance: float = 3.0
+    """Co-pruning distance, in units of the other scene's median distance between
+    neighbouring Gaussians (so it follows how dense the scenes are)."""
+    poses: UnseenPatches = UnseenPatches()
+    """How the unseen poses are drawn around the training cameras (angle and radius jitter)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class DropGaussian:
     """DropGaussian (Park et al., CVPR 2025): every training render drops a random share
     ``r`` of the Gaussians and scales the opacity of the rest by ``1 / (1 - r)``, so no
@@ -163,6 +186,16 @@ class OpacityDecay:
         return jnp.where(progress < self.stop, jnp.log(o) - jnp.log1p(-o), logits)
 
 
+FIELD = ("params", "optimizer", "alive", "densify")
+"""The components of one Gaussian scene in a splat state (a co-trained twin has its own
+under ``twin``)."""
+
+
+def fields_of(state: dict) -> dict[str, dict]:
+    """``{"main": scene, "twin": scene}`` (the twin only with co-training)."""
+    return {"main": {k: state[k] for k in FIELD}} | ({"twin": state["twin"]} if "twin" in state else {})
+
+
 def make_train_step(config, bbox, terms: dict, factor: int = 1):
     """``train_step(state, data, key) -> (state, metrics)``, jitted with the state donated;
     ``factor``: crops ``factor`` times larger rendered at 1 / ``factor`` resolution."""
@@ -183,24 +216,58 @@ class TrainStep:
         return self.config.splat
 
     def __call__(self, state: dict, data: RayData, key):
-        """Render a crop and score it (`losses`), Adam with per-parameter rates, opacity
-        decay, densification statistics."""
-        offset = jnp.zeros((state["alive"].shape[0], 2))
-        (loss, (losses, mse, visible, size, overflow)), (grads, grad2d) = jax.value_and_grad(
-            self.losses, argnums=(0, 1), has_aux=True)(state["params"], offset, state["alive"], data, key, state["step"])
-        updates, opt_state = make_optimizer().update(grads, state["optimizer"])
+        """Render a crop and score it (`total`: one scene, or two with co-training), then
+        per scene Adam with per-parameter rates, opacity decay, densification statistics."""
+        fields = fields_of(state)
+        params = {n: f["params"] for n, f in fields.items()}
+        offsets = {n: jnp.zeros((f["alive"].shape[0], 2)) for n, f in fields.items()}
+        alive = {n: f["alive"] for n, f in fields.items()}
+        (loss, (losses, stats)), (grads, grad2d) = jax.value_and_grad(self.total, argnums=(0, 1), has_aux=True)(
+            params, offsets, alive, data, key, state["step"])
         progress = state["step"] / self.config.steps
-        extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
-        lrs = learning_rates(self.splat, extent, progress)
-        params = {k: v - lrs[k] * updates[k] for k, v in state["params"].items()}
-        if self.splat.opacity_decay is not None:
-            params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
-        densify = accumulate(state["densify"], grad2d, visible, 0.5 * size)
+        updated = {n: self.update(fields[n], grads[n], grad2d[n], stats[n], progress) for n in fields}
+        mse, _, _, overflow = stats["main"]
         metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(mse), "gaussians": jnp.sum(state["alive"]),
                    "overflow": overflow.astype(jnp.float32), **{f"loss_{k}": v for k, v in losses.items()}}
-        new = {"step": state["step"] + 1, "params": params, "optimizer": opt_state, "alive": state["alive"],
-               "densify": densify}
+        new = {"step": state["step"] + 1, **updated["main"]} | ({"twin": updated["twin"]} if "twin" in updated else {})
         return new, metrics
+
+    def update(self, field: dict, grads, grad2d, stats, progress) -> dict:
+        """One scene's Adam step with 3DGS's per-parameter learning rates, opacity decay,
+        and its densification statistics."""
+        updates, opt_state = make_optimizer().update(grads, field["optimizer"])
+        extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
+        lrs = learning_rates(self.splat, extent, progress)
+        params = {k: v - lrs[k] * updates[k] for k, v in field["params"].items()}
+        if self.splat.opacity_decay is not None:
+            params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
+        _, visible, size, _ = stats
+        densify = accumulate(field["densify"], grad2d, visible, 0.5 * size)
+        return {"params": params, "optimizer": opt_state, "alive": field["alive"], "densify": densify}
+
+    def total(self, params: dict, offsets: dict, alive: dict, data, key, step):
+        """The loss of every scene on the same crop (`losses`); with co-training, the twin's
+        terms (``twin_*``) and their disagreement on an unseen view (``co_training``)."""
+        per = {n: self.losses(params[n], offsets[n], alive[n], data, key, step)[1] for n in params}
+        losses = dict(per["main"][0])
+        if "twin" in params:
+            losses |= {f"twin_{k}": v for k, v in per["twin"][0].items()}
+            losses["co_training"] = self.disagreement(params, alive, data, jax.random.fold_in(key, 4), step)
+        return sum(losses.values()), (losses, {n: per[n][1:] for n in params})
+
+    def disagreement(self, params: dict, alive: dict, data, key, step):
+        """CoR-GS's co-regularization: the two scenes rendered from one unseen pose should
+        agree, ``(1 - lambda) L1 + lambda D-SSIM`` between the renders (every
+        ``co.every`` steps)."""
+        co = self.splat.co_training
+        box = jnp.asarray(self.bbox, jnp.float32)
+
+        def on(params):
+            cam = unseen_camera(data, key, box.mean(0), co.scale, co.poses)
+            a, b = (self.render(params[n], alive[n], cam, jnp.zeros(3), step)["rgb"] for n in ("main", "twin"))
+            return co.weight * l1_dssim(a, b, self.splat.ssim_weight)
+
+        return jax.lax.cond(step % max(co.every, 1) == 0, on, lambda p: jnp.float32(0.0), params)
 
     def render(self, params, alive, cam, bg, step, offset=None, key=None):
         """Rasterize ``cam``; with ``key``, a training render (DropGaussian when on)."""
@@ -219,13 +286,32 @@ class TrainStep:
         rays, pixel_rays = pixels(out, cam)
         batch = {"rgb": target.reshape(-1, 3), "view": jnp.full(rays.opacity.shape, view), **pixel_rays}
         batch |= {} if alpha is None else {"alpha": alpha.reshape(-1)}
-        inputs = LossInputs(rays, batch, step, views=data, keypoints=crop_keypoints(data, view, cam, out, self.factor))
+        inputs = LossInputs(rays, batch, step, views=data, keypoints=crop_keypoints(data, view, cam, out, self.factor),
+                            binocular=self.shifted_view(params, alive, cam, bg, step, rays, batch, key))
         losses = {"rgb": l1_dssim(out["rgb"], target, self.splat.ssim_weight)}
         losses |= {n: t.weight_at(step) * t(inputs) for n, t in self.terms.items()
                    if "patches" not in t.needs and ("alpha" not in t.needs or alpha is not None)}
         losses |= self.unseen_losses(params, alive, data, jax.random.fold_in(key, 1), step)
         mse = jnp.mean((out["rgb"] - target) ** 2)
         return sum(losses.values()), (losses, mse, out["visible"], max(cam.width, cam.height), out["overflow"])
+
+
+    def shifted_view(self, params, alive, cam: Cameras, bg, step, rays: RenderedRays, batch: dict, key):
+        """For a term that needs ``binocular``: the crop rendered from its camera shifted
+        sideways by the term's baseline (left or right at random), sampled where each
+        pixel's surface point lands (`ShiftedView`); None otherwise."""
+        term = next((t for t in self.terms.values() if "binocular" in t.needs), None)
+        if term is None:
+            return None
+        side = jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 3)), 1.0, -1.0)
+        shift = side * term.baseline * float(np.linalg.norm(self.bbox[1] - self.bbox[0])) * cam.c2w[:3, 0]
+        moved = dataclasses.replace(cam, c2w=cam.c2w.at[:3, 3].add(shift))
+        image = self.render(params, alive, moved, bg, step)["rgb"]
+        points = batch["origins"] + (rays.depth / jnp.maximum(rays.opacity, 1e-3))[:, None] * batch["directions"]
+        uv, depth = project_jnp(points, jax.tree_util.tree_map(lambda a: a[None], moved))
+        uv, depth = uv[:, 0], depth[:, 0]
+        valid = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= moved.width) & (uv[:, 1] >= 0) & (uv[:, 1] <= moved.height)
+        return ShiftedView(bilinear(image, uv), valid)
 
     def unseen_losses(self, params, alive, data, key, step) -> dict:
         """The patch terms on a small render from an unseen pose (every ``unseen_every`` steps)."""

@@ -27,3 +27,36 @@ def test_opacity_decay_multiplies_the_opacity_until_it_stops():
     decay = OpacityDecay(factor=0.9, stop=0.5)
     np.testing.assert_allclose(jax.nn.sigmoid(decay.apply(logits, 0.2)), 0.9 * jax.nn.sigmoid(logits), rtol=1e-5)
     np.testing.assert_array_equal(decay.apply(logits, 0.6), logits)
+
+
+def test_co_pruning_kills_what_the_other_scene_lacks():
+    """Two scenes on the same grid of points; each also has one Gaussian far from
+    everything in the other: exactly those die, in both scenes."""
+    from sparsefield.methods.splat import co_prune
+    from sparsefield.methods.splat_step import CoTraining
+
+    grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3, indexing="ij"), -1).reshape(-1, 3) * 0.1
+    scene = lambda extra: {"params": {"means": jnp.asarray(np.vstack([grid + 0.01, extra]))},  # noqa: E731
+                           "alive": jnp.ones(len(grid) + 1, bool)}
+    out = co_prune({"main": scene([[2.0, 0, 0]]), "twin": scene([[0, 2.0, 0]])}, CoTraining(prune_distance=3.0))
+    for name in ("main", "twin"):
+        alive = np.asarray(out[name]["alive"])
+        assert alive[:-1].all() and not alive[-1]
+    single = {"main": scene([[2.0, 0, 0]])}
+    assert co_prune(single, CoTraining()) is single
+
+
+def test_binocular_term_scores_what_the_shifted_render_sees():
+    from sparsefield.losses.base import LossInputs
+    from sparsefield.losses.consistency import BinocularConsistency, ShiftedView
+    from sparsefield.renderers.render import RenderedRays
+
+    n = 4
+    rays = RenderedRays(rgb=jnp.zeros((n, 3)), depth=jnp.ones(n), opacity=jnp.array([1.0, 1.0, 0.2, 1.0]),
+                        complete=jnp.ones(n, bool), distance=jnp.zeros(n))
+    target = jnp.full((n, 3), 0.5)
+    shifted = ShiftedView(colors=jnp.array([[0.5] * 3, [0.7] * 3, [0.0] * 3, [0.0] * 3]),
+                          valid=jnp.array([True, True, True, False]))
+    value = BinocularConsistency()(LossInputs(rays, {"rgb": target}, 0, binocular=shifted))
+    # rays 0 and 1 count (ray 2 is not a surface, ray 3 falls outside the shifted view)
+    np.testing.assert_allclose(float(value), (0.0 + 0.2) / 2, rtol=1e-5)
