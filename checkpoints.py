@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from .errors import UsageError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, json_text
 
 FORMAT = 2
 """Version of the checkpoint layout this code writes."""
@@ -35,6 +35,11 @@ FOLDER = "checkpoints"
 
 class CheckpointError(UsageError):
     """A checkpoint that cannot be read or does not fit the run (one line)."""
+
+
+class MismatchedCheckpoint(CheckpointError):
+    """A checkpoint that reads but is not this run's to load (another method wrote it,
+    or a newer sparsefield): not damage to skip, a mistake to name."""
 
 
 def _key_name(key) -> str:
@@ -101,7 +106,7 @@ def write(run: Path, step: int, arrays: dict[str, np.ndarray], method: str, hist
     payload["__format__"] = np.asarray(FORMAT)
     payload["__method__"] = np.asarray(method)
     if history is not None:
-        payload["__history__"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
+        payload["__history__"] = np.frombuffer(json_text(history).encode(), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **payload)
     path = path_for(run, step)
@@ -111,46 +116,64 @@ def write(run: Path, step: int, arrays: dict[str, np.ndarray], method: str, hist
     return path
 
 
-def read(path: Path) -> tuple[int, dict[str, np.ndarray], dict | None]:
+def read(path: Path, method: str | None = None) -> tuple[int, dict[str, np.ndarray], dict | None]:
     """``(format, arrays, history or None)`` of a checkpoint file; format 1 files give
     their ``arr_i`` arrays (and any row-packing arrays) as stored.
 
+    Args:
+        path: the checkpoint file.
+        method: the run's method; a checkpoint that names another is refused.
+
     Raises:
         CheckpointError: the file is missing, truncated or not a checkpoint.
+        MismatchedCheckpoint: another method or a newer sparsefield wrote it.
     """
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        version = int(arrays.pop("__format__", 1))
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
-    version = int(arrays.pop("__format__", 1))
-    arrays.pop("__method__", None)
+    stored = arrays.pop("__method__", None)
+    if method is not None and stored is not None and str(stored) != method:
+        raise MismatchedCheckpoint(f"{path}: a checkpoint of method '{stored}', but the run's method is "
+                                   f"'{method}'; it does not belong in this run")
     raw = arrays.pop("__history__", None)
     try:
         history = None if raw is None else json.loads(raw.tobytes().decode())
-    except ValueError:
+    except (ValueError, RecursionError):
+        history = None
+    if not (isinstance(history, dict) and isinstance(history.get("train"), list)):
         history = None
     if version > FORMAT:
-        raise CheckpointError(f"{path}: written by a newer sparsefield (checkpoint format {version}); upgrade sparsefield")
+        raise MismatchedCheckpoint(f"{path}: written by a newer sparsefield (checkpoint format {version}); "
+                                   f"upgrade sparsefield")
     return version, arrays, history
 
 
-def read_latest(run: Path, warn=print) -> tuple[Path, int, dict[str, np.ndarray], dict | None] | None:
+def read_latest(run: Path, warn=print, method: str | None = None
+                ) -> tuple[Path, int, dict[str, np.ndarray], dict | None] | None:
     """The newest checkpoint of ``run`` that reads, as ``(path, format, arrays, history)``;
     a damaged newer one is skipped with a warning. None when the run has none.
 
     Raises:
         CheckpointError: checkpoints exist but none of them reads.
+        MismatchedCheckpoint: the newest readable one is another ``method``'s or a
+            newer sparsefield's.
     """
     found = list_checkpoints(run)
     errors = []
     for path in reversed(found):
         try:
-            return (path, *read(path))
+            return (path, *read(path, method))
+        except MismatchedCheckpoint:
+            raise
         except CheckpointError as err:
             errors.append(str(err))
             if path != found[0]:
                 warn(f"warning: {err}; using the previous checkpoint")
+    if len(errors) > 1:
+        raise CheckpointError(f"none of the {len(errors)} checkpoints reads; the newest: {errors[0]}")
     if errors:
         raise CheckpointError(errors[0])
     return None

@@ -5,13 +5,24 @@ components is made with ``--PATH NAME`` (``--field.encoding voxel``) or the toke
 ``PATH:NAME`` (``field.encoding:voxel``); a component's own flags need no choice when the
 preset already uses that component; flags and choices go in any order. A chosen
 component inherits the settings the preset changed in the one it replaces (`inherit`).
-A wrong flag gets a few lines that name the nearest right ones.
+
+Whatever a user types gets one line, never a traceback or tyro's box: an unknown flag
+names the nearest right ones; a value of the wrong type (`check_flags`) or one that makes
+no sense (`sparsefield.config.check_config`) names the flag and the value. Exit codes:
+
+    0    done
+    1    the system failed the command (disk full, permission denied): the run is as it
+         was before the failed write; the same command resumes it
+    2    bad input: a flag, a value, a dataset or run folder (nothing is written)
+    3    training diverged (the newest checkpoint holds the last good state)
+    130  Ctrl-C, 143 SIGTERM (a checkpoint is saved when training had started)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import sys
 import typing
 from pathlib import Path
@@ -19,8 +30,8 @@ from pathlib import Path
 import tyro
 
 from .cache import use_compile_cache
-from .config import (PRESETS, RunConfig, component_paths, config_classes, get_path, inherit, replace_path,
-                     strip_annotated, union_members)
+from .config import (PRESETS, RunConfig, component_paths, config_classes, expected, get_path, inherit,
+                     replace_path, strip_annotated, union_members)
 from .datasets import DatasetError
 from .errors import UsageError
 from .evaluate import evaluate_run
@@ -49,33 +60,121 @@ COMMON_FLAGS = (
 # ---- train flags -------------------------------------------------------------------------
 
 
-def flag_names(cls: type = RunConfig, prefix: str = "") -> set[str]:
-    """Every ``--flag`` of the config tree (over all component choices), with tyro's
-    ``--no-`` forms of booleans."""
-    names = set()
-    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
-        if tyro.conf.Suppress in getattr(hint, "__metadata__", ()):
+def flag_types(cls: type = RunConfig, prefix: str = "") -> dict[str, list]:
+    """``--flag -> [type hints]`` for every value flag of a config tree (over all
+    component choices; a flag several choices share has several hints), with tyro's
+    ``--no-`` forms of booleans. A component choice ``--PATH`` maps to ``[]`` (its name
+    is checked by `split_choices`)."""
+    types_, hints = {}, typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if tyro.conf.Suppress in getattr(hint, "__metadata__", ()) or not f.init:
             continue
-        path, tp = prefix + name.replace("_", "-"), strip_annotated(hint)
+        path, tp = prefix + f.name.replace("_", "-"), strip_annotated(hint)
         members = [strip_annotated(m) for m in union_members(tp)]
         nested = [m for m in members if dataclasses.is_dataclass(m)] or ([tp] if dataclasses.is_dataclass(tp) else [])
         if nested:
             for member in nested:
-                names |= flag_names(member, path + ".")
+                for flag, member_hints in flag_types(member, path + ".").items():
+                    types_.setdefault(flag, []).extend(member_hints)
             if members:
-                names.add(f"--{path}")  # --PATH NAME
+                types_[f"--{path}"] = []  # --PATH NAME
             continue
-        names.add(f"--{path}")
+        types_.setdefault(f"--{path}", []).append(hint)
         if tp is bool:
-            names.add(f"--{prefix}no-{name.replace('_', '-')}")
-    return names
+            types_[f"--{prefix}no-{f.name.replace('_', '-')}"] = [bool]
+    return types_
 
 
-def nearest(flag: str, names) -> str:
+def flag_names(cls: type = RunConfig) -> set[str]:
+    """Every ``--flag`` of the config tree (`flag_types`)."""
+    return set(flag_types(cls))
+
+
+def nearest(flag: str, names, prog: str = "sparsefield train") -> str:
     """A hint naming the flags closest to ``flag``."""
     close = difflib.get_close_matches(flag, sorted(names), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"{flag}: unknown flag{hint} (sparsefield train --help-all lists every flag)"
+    every = "sparsefield train --help-all" if prog == "sparsefield train" else f"{prog} --help"
+    return f"{flag}: unknown flag{hint} ({every} lists every flag)"
+
+
+# ---- flag values -------------------------------------------------------------------------
+
+
+def check_flags(cls: type, args: list[str], prog: str) -> None:
+    """Every argument is a known flag of ``cls`` (or a value after one), every value
+    parses as its flag's type, and every required flag is given; checked here so that a
+    mistake gets one line instead of tyro's box.
+
+    Raises:
+        UsageError: naming the flag (or the stray argument) and the problem.
+    """
+    types_ = flag_types(cls)
+    groups, i = [], 0
+    while i < len(args):
+        if not args[i].startswith("--"):
+            raise UsageError(f"{args[i]}: unexpected argument; flags start with -- ({prog} --help)")
+        flag, eq, value = args[i].partition("=")
+        j = i + 1
+        while j < len(args) and not args[j].startswith("--"):
+            j += 1
+        groups.append((flag, ([value] if eq else []) + args[i + 1:j]))
+        i = j
+    for flag, values in groups:
+        if flag not in types_:
+            raise UsageError(nearest(flag, types_, prog))
+        hints = types_[flag]
+        problems = [value_problem(h, values) for h in hints]
+        if hints and all(problems):
+            raise UsageError(f"{' '.join([flag, *values])}: {problems[0]}")
+    given = {flag for flag, _ in groups}
+    for f in dataclasses.fields(cls):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and flag not in given:
+            raise UsageError(f"{flag}: required ({prog} {flag} {f.name.upper()})")
+
+
+def value_problem(hint, values: list[str]) -> str | None:
+    """What is wrong with ``values`` given to a flag of type ``hint``; None if nothing."""
+    tp = strip_annotated(hint)
+    if union_members(tp):
+        members = [m for m in union_members(tp) if strip_annotated(m) not in (None, type(None))]
+        if values == ["None"] and len(members) < len(union_members(tp)):
+            return None
+        problems = [value_problem(m, values) for m in members]
+        return None if not all(problems) else problems[0]
+    if tp is bool:
+        return None if not values else "takes no value (write the flag alone, or its --no- form)"
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        bad = [v for v in values if value_problem(item, [v])]
+        return "needs a value" if not values else (f"{bad[0]!r} is not {expected(item)}" if bad else None)
+    if len(values) != 1:
+        return "needs a value" if not values else f"takes one value, not {len(values)}"
+    if typing.get_origin(tp) is typing.Literal:
+        choices = [str(a) for a in typing.get_args(tp)]
+        return None if values[0] in choices else f"choose from {', '.join(choices)}"
+    try:
+        {int: int, float: float}.get(tp, str)(values[0])
+    except ValueError:
+        return f"must be {expected(tp)}"
+    return None
+
+
+def parse_flags(cls: type, args: list[str], prog: str, default=None, checked: bool = False):
+    """``tyro.cli(cls)`` of ``args`` after `check_flags` (unless ``checked``); help is
+    printed as tyro does, and any parse error tyro still finds is one line."""
+    wants_help = "-h" in args or "--help" in args
+    if not (wants_help or checked):
+        check_flags(cls, args, prog)
+    kwargs = {} if default is None else {"default": default}
+    try:
+        return tyro.cli(cls, args=args, prog=prog, console_outputs=wants_help, **kwargs)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        raise UsageError(f"{prog} {' '.join(args)}: the flags do not parse ({prog} --help)") from None
 
 
 def split_choices(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -154,6 +253,7 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
         del args[i:i + 2]
     if preset not in PRESETS:
         raise UsageError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
+    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--view-ids=") else [a])]
     if "--view-ids" in args:  # accept "26,86,2" as well as "26 86 2"
         i = args.index("--view-ids") + 1
         if i < len(args) and "," in args[i]:
@@ -164,12 +264,10 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
         print(train_help())
         raise SystemExit(0)
     rest, chosen = split_choices(args)
-    names = flag_names()
-    for arg in rest:
-        if arg.startswith("--") and arg != "--help" and arg.split("=", 1)[0] not in names:
-            raise UsageError(nearest(arg.split("=", 1)[0], names))
+    if "--help" not in rest:
+        check_flags(RunConfig, rest, "sparsefield train")
     base = with_choices(PRESETS[preset], chosen)
-    config = tyro.cli(RunConfig, default=base, args=component_args(rest, base), prog="sparsefield train")
+    config = parse_flags(RunConfig, component_args(rest, base), "sparsefield train", default=base, checked=True)
     return config, frozenset(changed_paths(PRESETS[preset], config))
 
 
@@ -228,14 +326,18 @@ class EvalArgs:
     """Dataset folder (default: the run's)."""
 
 
+def run_eval(args: list[str]) -> None:
+    parsed = parse_flags(EvalArgs, args, "sparsefield eval")
+    evaluate_run(parsed.run, data=parsed.data)
+
+
 COMMANDS = {
     "train": ("train a scene (and evaluate it on the test split)", run_train),
     "render": ("render test views or an orbit to PNG frames and a video",
-               lambda a: render_path(tyro.cli(RenderArgs, args=a, prog="sparsefield render"))),
-    "eval": ("render the test split and write RUN/metrics.json",
-             lambda a: evaluate_run(*dataclasses.astuple(tyro.cli(EvalArgs, args=a, prog="sparsefield eval")))),
+               lambda a: render_path(parse_flags(RenderArgs, a, "sparsefield render"))),
+    "eval": ("render the test split and write RUN/metrics.json", run_eval),
     "export": ("export a mesh (.ply, .obj, .glb) or a splat run's Gaussians (.splat.ply)",
-               lambda a: export_mesh(tyro.cli(ExportArgs, args=a, prog="sparsefield export"))),
+               lambda a: export_mesh(parse_flags(ExportArgs, a, "sparsefield export"))),
     "demo": ("train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
              "render an orbit, export a mesh", run_demo),
 }
@@ -253,18 +355,36 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
     if argv[0] not in COMMANDS:
         close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
-        print(f"error: unknown command {argv[0]!r}{f'; did you mean {close[0]}?' if close else ''}\n\n{usage()}",
-              file=sys.stderr)
-        raise SystemExit(2)
+        hint = f"; did you mean {close[0]}?" if close else f"; choose from {', '.join(COMMANDS)}"
+        fail(f"unknown command {argv[0]!r}{hint} (sparsefield --help)", 2)
     use_compile_cache()
     try:
         COMMANDS[argv[0]][1](argv[1:])
     except (DatasetError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err), 2)
     except Diverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(3) from None
+        fail(str(err), 3)
+    except OSError as err:
+        fail(os_error(err), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def fail(message: str, code: int) -> None:
+    """Print ``error: message`` (one line) and exit with ``code``."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def os_error(err: OSError) -> str:
+    """One line for a failed read or write: the file and what happened (``no space left
+    on device``, ``permission denied``), and what to do."""
+    what = (err.strerror or str(err)).lower()
+    where = f"{err.filename}: " if err.filename else ""
+    full = "; free some space, then run the same command again (a run resumes)"
+    hints = {errno.ENOSPC: full, errno.EDQUOT: full, errno.EACCES: "; check the folder's permissions",
+             errno.EROFS: "; choose a writable folder"}
+    return f"{where}{what}{hints.get(err.errno, '')}"
 
 
 __all__ = ["COMMANDS", "config_classes", "main", "parse_train_args"]

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import tyro
 
+from .datasets.triangulation import TriangulationConfig
 from .errors import UsageError
 from .fields.field import FieldConfig
 from .fields.frequency import CoarseToFine
@@ -30,6 +31,7 @@ from .losses.opacity import MaskLoss
 from .losses.regularizers import Regularizers
 from .methods.optim import OptimConfig
 from .methods.splat import SplatConfig
+from .methods.surfel import SurfelConfig
 from .parallel import DistributedConfig
 from .renderers.render import RenderConfig
 from .renderers.samplers import SampleAnnealing
@@ -51,6 +53,8 @@ class RunConfig:
     """``--method splat``: seed the Gaussians where this trained run's density is high."""
     splat: SplatConfig = SplatConfig()
     """Gaussian-splatting settings (``--method splat``)."""
+    surfel: SurfelConfig = SurfelConfig()
+    """2D Gaussian surfel settings (``--method surfel``)."""
     data: Path | None = None
     """Dataset folder; None means the built-in demo scene."""
     views: int | None = 8
@@ -95,6 +99,9 @@ class RunConfig:
     pruner: ADMMPruner | None = None
     """HollowNeRF's ADMM pruning of the field's saliency mask, then compaction of the
     tables (needs ``field.saliency``); off if None."""
+    points: TriangulationConfig = TriangulationConfig()
+    """How the training views' SIFT features are triangulated with the known poses, for
+    the components that read them (``reg.keypoint-depth``, ``--splat.gaussians.init points``)."""
     dist: DistributedConfig = DistributedConfig()
     """Multi-host launch (``jax.distributed``); single-process when unset."""
 
@@ -270,26 +277,137 @@ def config_from_json(value, classes: dict[str, type] | None = None):
 POSITIVE = ("steps", "rays_per_batch", "eval_every", "checkpoint_every")
 """Run settings that must be at least 1."""
 
+SIZES = re.compile(r"num_.*|levels|features|hidden|chunk|size|.*resolution|.*_res|.*_budget|.*_capacity"
+                   r"|tile_.*|every|.*_every|log2_.*")
+"""Names of component settings that count or size something, or are a period in steps:
+at least 1 when their default is (a 0 would allocate nothing or divide by zero)."""
+
 
 def check_config(config: RunConfig) -> RunConfig:
-    """Reject values that make no sense, before anything is written: every number in
-    the tree finite, the run settings in `POSITIVE` at least 1, ``scale`` in (0, 1],
-    ``eval_views`` and ``views`` not negative.
+    """Reject values that make no sense, before anything is written. The whole tree is
+    walked, so a new component is checked without a list kept here: every setting of the
+    type its field declares (`check_types`; ``config.json`` can hold anything); every
+    number finite; the run's own settings (`check_run`); the components' numbers by their
+    defaults (`check_component`); then each config's own ``check()``, where it has one.
+
+    Raises:
+        UsageError: one line naming the flag and the value.
+    """
+    check_types(config)
+    for path, value in _numbers(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{path} {value}: must be a finite number")
+    check_run(config)
+    for path, node in _configs(config):
+        if path:
+            check_component(node, path)
+    return config
+
+
+def check_run(config: RunConfig) -> None:
+    """The run's own settings: `POSITIVE` at least 1, ``scale`` in (0, 1], ``views`` at
+    least 1, ``eval_views`` not negative, and a sample budget of at least one sample per
+    training ray."""
+    for name in POSITIVE:
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
+    if 1 <= config.render.sample_budget < config.rays_per_batch:
+        raise UsageError(f"--render.sample-budget {config.render.sample_budget}: must be at least --rays-per-batch "
+                         f"{config.rays_per_batch} (one sample per ray)")
+    if not 0.0 < config.scale <= 1.0:
+        raise UsageError(f"--scale {config.scale}: must be in (0, 1] (0.5 halves the resolution)")
+    if config.views is not None and config.views < 1:
+        raise UsageError(f"--views {config.views}: must be at least 1")
+    if config.eval_views < 0:
+        raise UsageError(f"--eval-views {config.eval_views}: must not be negative (0: no periodic evaluation)")
+
+
+def check_component(node, path: str) -> None:
+    """One component's numbers, judged by their defaults: a number whose default is not
+    negative (a weight, rate, threshold, scale, step count, fraction, size) must not be,
+    and a count or size `SIZES` names whose default is at least 1 must stay at least 1.
+    A default of None (unset) counts as 1; a default below zero is a sentinel
+    (``num_threads = -1``: all cores) and sets no limit; a setting that may be negative
+    although its default is not is named in the class's ``signed`` (a ClassVar). Then
+    the component's own ``check()``, where it has one (it raises ValueError).
 
     Raises:
         UsageError: naming the flag and the value.
     """
-    for path, value in _numbers(config):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--{path} {value}: must be a finite number")
-    for name in POSITIVE:
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
-    if not 0.0 < config.scale <= 1.0:
-        raise UsageError(f"--scale {config.scale}: must be in (0, 1] (0.5 halves the resolution)")
-    if config.eval_views < 0 or (config.views is not None and config.views < 1):
-        raise UsageError("--views must be at least 1 and --eval-views at least 0")
-    return config
+    signed = getattr(node, "signed", ())
+    for f in dataclasses.fields(node):
+        value, flag = getattr(node, f.name), f"--{path}.{f.name.replace('_', '-')}"
+        default = 1 if f.default is None else f.default  # unset by default: a count when set
+        if f.name in signed or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       for v in (value, default)):
+            continue
+        if SIZES.fullmatch(f.name) and default >= 1 and value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
+        if default >= 0 and value < 0:
+            raise UsageError(f"{flag} {value}: must not be negative")
+    check = getattr(node, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as err:
+            raise UsageError(f"--{path}: {err}") from None
+
+
+def check_types(config) -> None:
+    """Every setting of ``config``'s tree holds the type its field declares (tyro makes
+    sure of it for flags; a hand-edited ``config.json`` may not).
+
+    Raises:
+        UsageError: naming the setting, its value and the type expected.
+    """
+    for path, node in _configs(config):
+        hints = typing.get_type_hints(type(node), include_extras=True)
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if not fits(value, hints[f.name]):
+                flag = f"--{path + '.' if path else ''}{f.name.replace('_', '-')}"
+                raise UsageError(f"{flag} {value!r}: must be {expected(hints[f.name])}")
+
+
+def fits(value, hint) -> bool:
+    """Whether ``value`` is of the type ``hint`` (a config field's annotation)."""
+    tp = strip_annotated(hint)
+    if union_members(tp):
+        return any(fits(value, m) for m in union_members(tp))
+    if tp is type(None) or tp is None:
+        return value is None
+    if typing.get_origin(tp) is typing.Literal:
+        return value in typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return isinstance(value, tuple) and all(fits(v, args[0] if args else typing.Any) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(tp, type) or isinstance(value, tp)
+
+
+def expected(hint) -> str:
+    """What a setting of type ``hint`` holds, in words (error messages)."""
+    tp = strip_annotated(hint)
+    if union_members(tp):
+        return " or ".join(dict.fromkeys(expected(m) for m in union_members(tp)))
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list of " + expected(typing.get_args(tp)[0]).replace("a ", "").replace("an ", "") + "s"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "text", Path: "a path",
+             type(None): "None"}
+    return words.get(tp, f"a {getattr(tp, '__name__', tp)}")
+
+
+def _configs(value, prefix: str = ""):
+    """``(flag path, config)`` for every dataclass in a config tree, the root's path ''."""
+    if dataclasses.is_dataclass(value):
+        yield prefix.rstrip("."), value
+        for f in dataclasses.fields(value):
+            yield from _configs(getattr(value, f.name), f"{prefix}{f.name.replace('_', '-')}.")
 
 
 def _numbers(value, prefix: str = ""):

@@ -4,7 +4,6 @@ the quick PSNR the training loop logs every ``--eval-every`` steps."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -14,10 +13,10 @@ import numpy as np
 from . import metrics
 from .datasets import SceneData, apply_protocol, get_protocol, load_scene
 from .datasets.protocols import ProtocolWarning
-from .files import atomic_write_text
+from .files import atomic_write_json
 from .frames import save_frame, to_uint8
 from .report import write_report
-from .runs import LoadedRun, load_history, load_run
+from .runs import LoadedRun, load_config, load_history, load_run
 
 
 def test_views(config, scene: SceneData) -> np.ndarray:
@@ -72,9 +71,11 @@ def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = 
     """Render the test views (the protocol's, or the test split), write ``renders/test``,
     ``metrics.json`` and ``report.html``. A protocol with masked metrics (DTU) scores
     inside the object masks (`score_frame`)."""
+    if scene is None:  # first: a wrong --data is found before the run is loaded
+        config, _ = load_config(run)
+        scene = load_scene(data or config.data, scale=config.scale)
     loaded = load_run(run)
-    if scene is None:
-        scene = load_scene(data or loaded.config.data, scale=loaded.config.scale)
+    history = loaded.history if loaded.history is not None else load_history(run)  # before anything is written
     test_ids = test_views(loaded.config, scene)
     if len(test_ids) == 0:
         scene.split("test")  # raises DatasetError naming the empty split
@@ -89,33 +90,21 @@ def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = 
             hit = out["opacity"] > 0
             m["samples_per_ray"] = float(out["samples"][hit].mean()) if hit.any() else 0.0
         per_frame.append({"frame": k, "name": scene.names[i], **m})
-    history = load_history(run)
     summary = {key: float(np.mean([f[key] for f in per_frame])) for key in ("psnr", "ssim", "lpips")}
     result = {
         **summary,
         "train_seconds": train_seconds if train_seconds is not None else history.get("train_seconds"),
         "steps": loaded.step,
         "method": loaded.config.method,
-        "train_view_ids": loaded.facts["train_view_ids"],
-        "num_params": loaded.facts["num_params"],
+        "train_view_ids": loaded.facts.get("train_view_ids"),
+        "num_params": loaded.facts.get("num_params"),
         "devices": loaded.facts.get("devices", 1),
         "protocol": loaded.config.protocol,
         "masked": masked_metrics(loaded.config),
         "per_frame": per_frame,
     }
-    atomic_write_text(Path(run) / "metrics.json", json.dumps(_finite(result), indent=2))
+    atomic_write_json(Path(run) / "metrics.json", result, indent=2)  # strict: a NaN LPIPS is null
     write_report(Path(run), result, history)
     print(f"test PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.3f}  LPIPS {result['lpips']:.3f}"
           f"  ({len(per_frame)} views) -> {run}/metrics.json")
     return result
-
-
-def _finite(value):
-    """JSON-safe copy: non-finite floats become None (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

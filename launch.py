@@ -7,6 +7,10 @@ once with tcmalloc in ``LD_PRELOAD`` when the library is present (Debian / Ubunt
 ``libtcmalloc-minimal4``). Set ``SPARSEFIELD_MALLOC=system`` to opt out, or
 ``SPARSEFIELD_MALLOC=/path/to/lib.so`` to choose another allocator. This module imports
 nothing heavy, so the check costs nothing when no re-execution happens.
+
+Ctrl-C or SIGTERM while the CLI is still loading (importing JAX takes seconds) stop at
+once with one line and exit code 130 or 143, as they do later; nothing has been written
+then.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -55,10 +60,40 @@ def ensure_fast_malloc() -> None:
         return  # could not re-execute: carry on with the system allocator
 
 
+STOPS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
+"""What Ctrl-C and SIGTERM say and exit with outside training (which saves a checkpoint
+first)."""
+
+
+def _stop_now(signum, frame) -> None:
+    """While the CLI loads nothing has been written, so a signal stops the process at
+    once (libraries that are importing turn a KeyboardInterrupt into import errors)."""
+    word, code = STOPS[signum]
+    print(f"error: {word}", file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+def _terminated(signum, frame) -> None:
+    word, code = STOPS[signum]
+    print(f"error: {word}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _handle(sig: int, handler) -> None:
+    """Install ``handler`` for ``sig`` unless the signal is ignored (a background job of
+    a script is meant not to see the terminal's Ctrl-C)."""
+    if signal.getsignal(sig) is not signal.SIG_IGN:
+        signal.signal(sig, handler)
+
+
 def main() -> None:
     ensure_fast_malloc()
+    _handle(signal.SIGINT, _stop_now)
+    _handle(signal.SIGTERM, _stop_now)
     from .cli import main as cli_main
 
+    _handle(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: one line from the CLI
+    _handle(signal.SIGTERM, _terminated)
     cli_main()
 
 

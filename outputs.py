@@ -7,6 +7,7 @@ meshes."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,9 +16,10 @@ from .cameras import orbit_cameras
 from .datasets import load_scene
 from .errors import UsageError
 from .evaluate import test_views
+from .files import file_in_the_way
 from .frames import save_frame, write_video
 from .renderers.mesh import MESH_FORMATS, extract_mesh, write_mesh
-from .runs import load_run
+from .runs import load_config, load_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +56,11 @@ def render_path(args: RenderArgs) -> Path:
         raise UsageError(f"--path {args.path}: choose 'test' or 'orbit'")
     if args.frames < 1:
         raise UsageError(f"--frames {args.frames}: must be at least 1")
+    if args.out is not None:
+        check_output(Path(args.out), folder=True)
+    config, _ = load_config(args.run)  # the scene first: a wrong --data is found before the run is loaded
+    scene = load_scene(args.data or config.data, scale=config.scale)
     loaded = load_run(args.run)
-    scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
     if args.path == "test":
         cams = scene.cameras[test_views(loaded.config, scene)]
     else:
@@ -76,6 +81,9 @@ def export_mesh(args: ExportArgs) -> Path:
         raise UsageError(f"{args.out}: unsupported mesh format '{suffix}' (use {', '.join(MESH_FORMATS)})")
     if args.resolution < 2:
         raise UsageError(f"--resolution {args.resolution}: must be at least 2")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise UsageError(f"--threshold {args.threshold}: must be a finite number")
+    check_output(Path(args.out), folder=False)
     loaded = load_run(args.run)
     native = loaded.method.export(loaded.state, args.out)
     if native is not None:
@@ -89,3 +97,16 @@ def export_mesh(args: ExportArgs) -> Path:
     write_mesh(mesh, str(args.out))
     print(f"mesh: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces -> {args.out}")
     return args.out
+
+
+def check_output(out: Path, folder: bool) -> None:
+    """``--out`` can be written: a file where a file goes and a folder where a folder
+    goes (existing or not), and no file where a folder above it should be.
+
+    Raises:
+        UsageError: naming ``--out`` and the problem.
+    """
+    if out.exists() and out.is_dir() != folder:
+        raise UsageError(f"--out {out}: is a {'file' if folder else 'folder'}; give a {'folder' if folder else 'file'}")
+    if file_in_the_way(out) is not None:
+        raise UsageError(f"--out {out}: {file_in_the_way(out)} is a file, not a folder")

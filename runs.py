@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoints
 from .cameras import Cameras
-from .config import CONFIG_FORMAT, RunConfig, config_from_json, config_to_json
+from .config import CONFIG_FORMAT, RunConfig, check_config, config_from_json, config_to_json
 from .errors import UsageError
-from .files import atomic_write_text
+from .files import atomic_write_json, file_in_the_way, only_stale_temps
 from .methods import Method, find_method
 
 CONFIG = "config.json"
@@ -35,34 +36,42 @@ def is_run(folder: Path) -> bool:
 
 
 def check_out_folder(out: Path) -> None:
-    """A run may be written to ``out`` if it is absent, an empty folder, or a run folder
+    """A run may be written to ``out`` if it is absent, an empty folder (or one holding
+    only the temporary file of a run killed while writing its first file), or a run folder
     (then training resumes it). Anything else is the user's and is refused.
 
     Raises:
-        UsageError: ``out`` is a file, or a non-empty folder that is not a run.
+        UsageError: ``out`` or a folder above it is a file, or ``out`` is a non-empty
+            folder that is not a run.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a run folder")
-    if out.is_dir() and not is_run(out) and any(out.iterdir()):
+    if file_in_the_way(out) is not None:
+        raise UsageError(f"--out {out}: {file_in_the_way(out)} is a file, not a folder")
+    if out.is_dir() and not is_run(out) and not only_stale_temps(out):
         raise UsageError(f"--out {out}: folder is not empty and is not a sparsefield run; choose a new folder")
 
 
 def save_config(config: RunConfig, run: Path, facts: dict) -> None:
     """Write ``config.json``: the resolved config plus run facts (view ids, bbox, ...)."""
     payload = {"format": CONFIG_FORMAT, "config": config_to_json(config), **facts}
-    atomic_write_text(Path(run) / CONFIG, json.dumps(payload, indent=2))
+    atomic_write_json(Path(run) / CONFIG, payload, indent=2)
 
 
 def load_config(run: Path) -> tuple[RunConfig, dict]:
-    """Read back ``config.json``.
+    """Read back ``config.json``: the config, checked as a new one is (`check_config`),
+    and the run facts.
 
     Raises:
-        UsageError: naming the file, if it is absent or unreadable.
+        UsageError: naming the file, if it is absent, unreadable or holds a value that
+            makes no sense.
     """
     path = Path(run) / CONFIG
+    if not Path(run).is_dir():
+        raise UsageError(f"{run}: no such run folder")
     if not path.is_file():
-        raise UsageError(f"{path}: not a sparsefield run (config.json is missing)")
+        raise UsageError(f"{run}: not a sparsefield run (it has no config.json)")
     try:
         payload = json.loads(path.read_text())
         payload.pop("format", None)
@@ -71,6 +80,10 @@ def load_config(run: Path) -> tuple[RunConfig, dict]:
         raise UsageError(f"{path}: unreadable run config ({err})") from None
     if not isinstance(config, RunConfig):
         raise UsageError(f"{path}: unreadable run config (no RunConfig)")
+    try:
+        check_config(config)
+    except UsageError as err:
+        raise UsageError(f"{path}: {err}") from None
     return config, payload
 
 
@@ -82,7 +95,7 @@ def load_history(run: Path) -> dict:
         return {"train": [], "eval": []}
     try:
         history = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UsageError(f"{path}: unreadable training history (not JSON)") from None
     if not isinstance(history, dict) or not isinstance(history.get("train"), list):
         raise UsageError(f"{path}: unreadable training history (no 'train' list)")
@@ -90,18 +103,21 @@ def load_history(run: Path) -> dict:
 
 
 def save_history(run: Path, history: dict) -> None:
-    atomic_write_text(Path(run) / HISTORY, json.dumps(history, allow_nan=False))
+    """Write ``history.json`` (strict JSON: a non-finite value is written as null)."""
+    atomic_write_json(Path(run) / HISTORY, history)
 
 
 @dataclasses.dataclass
 class LoadedRun:
-    """A run read back from its folder: config, run facts, its method and trained state."""
+    """A run read back from its folder: config, run facts, its method and trained state
+    (and the training history its checkpoint holds, if any)."""
 
     run: Path
     config: RunConfig
     facts: dict
     method: Method
     state: dict
+    history: dict | None = None
 
     @property
     def step(self) -> int:
@@ -122,12 +138,29 @@ def load_run(run: Path) -> LoadedRun:
     """Read a run folder: config, facts and the newest readable checkpoint.
 
     Raises:
-        UsageError: not a run, no checkpoint yet, or no readable checkpoint.
+        UsageError: not a run, no checkpoint yet, no readable checkpoint, or one of
+            another method.
     """
     config, facts = load_config(run)
-    method = build_method(config, facts["bbox"])
-    found = checkpoints.read_latest(run)
+    method = build_method(config, scene_box(run, facts))
+    found = checkpoints.read_latest(run, method=method.name)
     if found is None:
-        raise UsageError(f"{Path(run) / checkpoints.FOLDER}: the run has no checkpoint yet")
-    path, version, arrays, _ = found
-    return LoadedRun(Path(run), config, facts, method, method.from_arrays(arrays, version, path))
+        raise UsageError(f"{Path(run) / checkpoints.FOLDER}: the run has no checkpoint yet (train it first)")
+    path, version, arrays, history = found
+    return LoadedRun(Path(run), config, facts, method, method.from_arrays(arrays, version, path), history)
+
+
+def scene_box(run: Path, facts: dict) -> np.ndarray:
+    """The ``[2, 3]`` scene box ``config.json`` records.
+
+    Raises:
+        UsageError: it is absent or not six finite numbers.
+    """
+    box = facts.get("bbox")
+    try:
+        box = np.asarray(box, np.float64)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (2, 3) or not all(math.isfinite(v) for v in box.ravel()):
+        raise UsageError(f"{Path(run) / CONFIG}: no scene box ('bbox': [[x, y, z], [x, y, z]])")
+    return box

@@ -101,11 +101,11 @@ def prepare(config: RunConfig) -> tuple[RunConfig, TrainViews, np.ndarray]:
     config = resolve_masks(resolve_space(config, scene), scene)
     if config.protocol is not None:
         ids, _ = apply_protocol(config.protocol, scene)
-        return config, TrainViews(scene, ids), ids
+        return config, TrainViews(scene, ids, triangulation=config.points), ids
     train_ids = scene.split("train")
     picked = select_views(np.asarray(scene.cameras.centers)[train_ids], n=None if config.view_ids else config.views,
                           ids=config.view_ids, source=f"{config.data} (train split)")
-    return config, TrainViews(scene, train_ids[picked]), picked
+    return config, TrainViews(scene, train_ids[picked], triangulation=config.points), picked
 
 
 def resume_config(config: RunConfig, run: Path, given: frozenset[str]) -> RunConfig:
@@ -135,7 +135,8 @@ def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
         run = Path(config.out)
         check_out_folder(run)
         resumed = is_run(run)
-        config = check_config(resume_config(config, run, given) if resumed else config)
+        config = check_devices(check_config(resume_config(config, run, given) if resumed else config),
+                               jax.device_count())
         config, views, logged = prepare(config)
         where = f"protocol {config.protocol}, scene indices" if config.protocol else "train split"
         print(f"training views ({len(views.ids)}, {where}): {' '.join(str(i) for i in logged)}")
@@ -148,7 +149,8 @@ def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
             state, history = method.init(views), {"train": [], "eval": []}
         stop.check()
         writer = parallel.is_writer()
-        if writer:
+        if writer:  # the first write: temporary files of a killed write go first
+            remove_stale_temps(run)
             save_config(config, run, {
                 "train_view_ids": [int(i) for i in logged], "bbox": views.scene.bbox.tolist(),
                 "test_ids": [int(i) for i in test_views(config, views.scene)],
@@ -160,11 +162,26 @@ def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
     return run
 
 
+def check_devices(config: RunConfig, devices: int) -> RunConfig:
+    """The training rays are split evenly over the devices.
+
+    Raises:
+        UsageError: ``--rays-per-batch`` is not a multiple of ``devices``.
+    """
+    if config.rays_per_batch % devices:
+        raise UsageError(f"--rays-per-batch {config.rays_per_batch}: must be a multiple of the {devices} devices "
+                         f"the rays are split over")
+    return config
+
+
 def start_state(method: Method, run: Path, views: TrainViews) -> tuple[dict | None, dict | None]:
     """The state and history of the newest readable checkpoint of ``run`` (None, None
-    when it has none yet); stale temporary files of interrupted writes are removed."""
-    remove_stale_temps(run)
-    found = checkpoints.read_latest(run)
+    when it has none yet).
+
+    Raises:
+        CheckpointError: no checkpoint reads, or the newest is another method's.
+    """
+    found = checkpoints.read_latest(run, method=method.name)
     if found is None:
         return None, None
     path, version, arrays, history = found
@@ -277,7 +294,8 @@ def save(method: Method, state: dict, run: Path, history: dict) -> None:
 class Interrupts:
     """Ctrl-C (SIGINT) and SIGTERM (what cluster schedulers send before they pre-empt a
     job) ask the loop to save a checkpoint and stop; before the loop starts they stop at
-    once (`check`). Exit codes 130 and 143, as a shell gives."""
+    once (`check`), and a second signal stops at once wherever it lands (an atomic write
+    it interrupts leaves the file as it was). Exit codes 130 and 143, as a shell gives."""
 
     SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
 
@@ -295,7 +313,10 @@ class Interrupts:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        first, self.received = self.received is None, signum
+        if not first:
+            print(f"\n{self.name} again: stopping now, without a checkpoint")
+            raise SystemExit(self.exit_code)
 
     @property
     def requested(self) -> bool:

@@ -1,7 +1,9 @@
 """Checkpoints: state by name with a format version; runs saved before named
 checkpoints (format 1, a tiny fixture of each method) still load and render the same
-image; a damaged newest checkpoint falls back to the previous one."""
+image; a damaged newest checkpoint falls back to the previous one; the history inside is
+strict JSON."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from sparsefield import checkpoints
 from sparsefield.cameras import Cameras
-from sparsefield.runs import load_run
+from sparsefield.runs import load_run, save_history
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs_v1"
 
@@ -82,3 +84,14 @@ def test_a_checkpoint_from_a_newer_version_is_refused(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(checkpoints.CheckpointError, match="newer sparsefield"):
         checkpoints.read(path)
+
+
+def test_history_is_strict_json_in_checkpoints_and_history_json(tmp_path):
+    history = {"train": [{"step": 1, "loss": 0.5, "psnr": float("inf"), "lpips": np.float32("nan")}], "eval": []}
+    path = checkpoints.write(tmp_path, 1, {"step": np.asarray(1)}, "nerf", history=history)
+    with np.load(path) as f:
+        text = f["__history__"].tobytes().decode()
+    save_history(tmp_path, history)
+    for text in (text, (tmp_path / "history.json").read_text()):
+        entry = json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["train"][0]
+        assert entry == {"step": 1, "loss": 0.5, "psnr": None, "lpips": None}

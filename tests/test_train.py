@@ -1,4 +1,5 @@
-"""The training loop's preparation: what the mask loss does without masks."""
+"""The training loop's preparation: what the mask loss does without masks; the rays
+split evenly over the devices."""
 
 import dataclasses
 from pathlib import Path
@@ -32,3 +33,10 @@ def test_mask_loss_that_asks_for_masks_turns_off_without_them():
     required = dataclasses.replace(base, reg=dataclasses.replace(base.reg, mask=MaskLoss()), data=Path("scan"))
     with pytest.raises(UsageError, match="needs alpha masks"):
         train.resolve_masks(required, scene)
+
+
+def test_the_rays_must_split_evenly_over_the_devices():
+    config = dataclasses.replace(PRESETS["default"], rays_per_batch=100)
+    assert train.check_devices(config, 4) is config
+    with pytest.raises(UsageError, match="--rays-per-batch 100: must be a multiple of the 3 devices"):
+        train.check_devices(config, 3)
