@@ -38,6 +38,7 @@ from .evaluate import evaluate_run
 from .methods import METHODS
 from .outputs import ExportArgs, RenderArgs, export_mesh, render_path
 from .train import Diverged, train
+from .viewer import ViewArgs, start, view
 
 ALIASES = {"--sampler": ("occupancy", {"grid": "grid", "occupancy-net": "net", "net": "net", "none": "none"})}
 """Flags that name a component choice under another name: ``--sampler occupancy-net`` is
@@ -54,6 +55,7 @@ COMMON_FLAGS = (
     ("--method NAME", "what holds the scene: " + ", ".join(METHODS)),
     ("--preset NAME", "base settings the other flags change: " + ", ".join(PRESETS)),
     ("--seed N", "random seed"),
+    ("--view [PORT]", "show the run live in the browser while it trains (sparsefield view shows one after)"),
 )
 
 
@@ -305,7 +307,28 @@ Every flag with its default and meaning: sparsefield train --help-all"""
 
 
 def run_train(args: list[str]) -> None:
-    train(*parse_train(args))
+    """``train``; with ``--view [PORT]`` the run is shown live in the browser while it
+    trains, and stays there afterwards until Ctrl-C."""
+    port = None
+    if "--view" in args:
+        i = args.index("--view")
+        has_port = i + 1 < len(args) and args[i + 1].isdigit()
+        port = int(args[i + 1]) if has_port else ViewArgs.__dataclass_fields__["port"].default
+        args = args[:i] + args[i + 1 + has_port:]
+    if port is None:
+        train(*parse_train(args))
+        return
+    viewers = []
+
+    def watch(loaded, scene):
+        viewers.append(start(ViewArgs(run=loaded.run, port=port), loaded, scene))
+        print(f"viewer: {viewers[0].url}")
+        return viewers[0].publish
+
+    train(*parse_train(args), watch=watch)
+    if viewers:
+        print(f"training done; the viewer stays at {viewers[0].url} until Ctrl-C")
+        viewers[0].serve()
 
 
 def run_demo(args: list[str]) -> None:
@@ -340,6 +363,8 @@ COMMANDS = {
                lambda a: export_mesh(parse_flags(ExportArgs, a, "sparsefield export"))),
     "demo": ("train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
              "render an orbit, export a mesh", run_demo),
+    "view": ("look at a run in the browser (a live viewer on viser)",
+             lambda a: view(parse_flags(ViewArgs, a, "sparsefield view"))),
 }
 
 

@@ -123,12 +123,15 @@ def resume_config(config: RunConfig, run: Path, given: frozenset[str]) -> RunCon
 # ---- the run -----------------------------------------------------------------------------
 
 
-def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
+def train(config: RunConfig, given: frozenset[str] = frozenset(), watch=None) -> Path:
     """Train a run (resuming it if ``config.out`` holds one) and evaluate it.
 
     Args:
         config: the run config as the user gave it.
         given: the flag paths the user set (to name the ignored ones on a resume).
+        watch: called once training is about to start with the run as it stands (a
+            `LoadedRun`) and the scene; returns a callable that receives the state every
+            `WATCH_EVERY` steps and at the end (``train --view``'s live viewer).
     """
     with Interrupts() as stop:
         parallel.initialize(config.dist)
@@ -155,7 +158,9 @@ def train(config: RunConfig, given: frozenset[str] = frozenset()) -> Path:
                 "train_view_ids": [int(i) for i in logged], "bbox": views.scene.bbox.tolist(),
                 "test_ids": [int(i) for i in test_views(config, views.scene)],
                 "num_params": method.num_params(state), "devices": jax.device_count()})
-        state, seconds = fit(method, state, views, run, history, stop)
+        facts = load_config(run)[1] if writer else {}
+        live = watch(LoadedRun(run, config, facts, method, parallel.to_host(state)), views.scene) if watch else None
+        state, seconds = fit(method, state, views, run, history, stop, live)
     if writer:
         finish(method, state, run, history)
         evaluate_run(run, scene=views.scene, train_seconds=seconds)
@@ -203,7 +208,11 @@ def finish(method: Method, state: dict, run: Path, history: dict) -> None:
     save(method, host, run, history)
 
 
-def fit(method: Method, state: dict, views: TrainViews, run: Path, history: dict, stop: "Interrupts"):
+WATCH_EVERY = 50
+"""Steps between the states a live viewer receives during training."""
+
+
+def fit(method: Method, state: dict, views: TrainViews, run: Path, history: dict, stop: "Interrupts", live=None):
     """The training loop: steps, host-side updates, progress, history, periodic
     evaluation and checkpoints. Process 0 alone evaluates and writes the run folder.
 
@@ -225,6 +234,8 @@ def fit(method: Method, state: dict, views: TrainViews, run: Path, history: dict
             state, metrics = method.train_step(step)(state, data, jax.random.fold_in(base_key, step))
             done = step + 1
             state = method.after_step(state, done, views)
+            if live is not None and (done % WATCH_EVERY == 0 or done == config.steps):
+                live(state)
             if done % 10 == 0 or done == config.steps or stop.requested:
                 m = log_step(parallel.to_host(metrics), done)
                 now = time.perf_counter()

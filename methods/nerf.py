@@ -82,9 +82,15 @@ class RadianceFieldMethod(Method):
         supplies = self.supplies - ({"views"} if isinstance(config.render.space, NDC) else set())
         self.terms, _ = usable_terms(config.reg.terms(), supplies)
         self.mesh = parallel.data_mesh()
+        self._fields: dict = {}
 
     def field(self, step: int) -> RadianceField:
-        return make_field(at_step(self.config, step), self.bbox)
+        """The field as trained at ``step``, one object per stage: its bound ``__call__`` is
+        a static argument of the compiled renderer, so a new object would compile again."""
+        stage = self.stage(step)
+        if stage not in self._fields:
+            self._fields[stage] = make_field(at_step(self.config, step), self.bbox)
+        return self._fields[stage]
 
     # ---- training ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..cameras import image_rays
 from ..fields import gaussians as gs
 from ..fields.gaussians import GaussianConfig
 from ..losses.base import usable_terms
@@ -242,8 +243,13 @@ class SplatMethod(Method):
 
 @functools.partial(jax.jit, static_argnames=("raster",))
 def _render(params, alive, camera, background, raster: SplatRenderConfig, degree):
+    """One camera's colour, opacity and depth; depth as distance along each pixel's unit
+    ray (the method protocol's meaning), from the rasterizer's view depth ``z``."""
     colors = gs.gaussian_colors(params, camera.c2w[:3, 3], degree)
-    return rasterize(*gs.activated(params), colors, camera, background, raster, alive)
+    out = rasterize(*gs.activated(params), colors, camera, background, raster, alive)
+    _, directions = image_rays(camera)
+    cos = -directions @ camera.c2w[:3, 2]  # the camera looks down -Z
+    return {**out, "depth": out["depth"] / jnp.maximum(cos, 1e-6)}
 
 
 def opacity_field(params: dict, alive, neighbours: int = 16):

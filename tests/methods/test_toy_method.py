@@ -80,8 +80,12 @@ def toy():
 def test_a_method_registered_from_one_file_runs_through_every_command(toy, scene, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEFIELD_COMPILE_CACHE", "off")
     run = tmp_path / "toy"
-    cli.main(["train", "--method", "toy-ball", "--data", str(scene), "--steps", "60", "--out", str(run),
-              "--eval-every", "30", "--checkpoint-every", "30", "--eval-views", "1"])
+    seen = []  # what a live viewer receives (``train --view``)
+    watch = lambda loaded, views_scene: (lambda state: seen.append(int(state["step"])))  # noqa: E731
+    config, given = cli.parse_train(["--method", "toy-ball", "--data", str(scene), "--steps", "60", "--out", str(run),
+                                     "--eval-every", "30", "--checkpoint-every", "30", "--eval-views", "1"])
+    cli.train(config, given, watch=watch)
+    assert seen == [50, 60]
     history = json.loads((run / "history.json").read_text())
     assert history["train"][-1]["step"] == 60 and history["train"][-1]["psnr"] > history["train"][0]["psnr"] + 1.0
     assert [e["step"] for e in history["eval"]] == [30]
