@@ -1,6 +1,7 @@
 """Datasets: loaders that all return one `SceneData`, view selection, protocols and ray batches.
 
 `load_scene` detects a dataset's format from its files and calls the matching loader;
+`with_box` replaces a loaded scene's box with one the user gives (``train --bbox``);
 `get_protocol` / `apply_protocol` reproduce the published few-shot benchmarks.
 """
 
@@ -13,7 +14,7 @@ from .colmap import is_colmap, load_colmap
 from .dtu import is_dtu, load_dtu
 from .llff import is_llff, load_llff
 from .nerfstudio import is_nerfstudio, load_nerfstudio
-from .poses import CameraModelWarning
+from .poses import CameraModelWarning, with_box
 from .protocols import PROTOCOLS, Protocol, apply_protocol, get_protocol
 from .scene import DatasetError, SceneData
 from .views import BLENDER_8_VIEWS, fps_views, select_views
@@ -85,4 +86,5 @@ __all__ = [
     "load_nerfstudio",
     "load_scene",
     "select_views",
+    "with_box",
 ]

@@ -3,8 +3,8 @@
 Owns parsing ``cameras``, ``images`` and (optional) ``points3D`` in both of COLMAP's
 formats, turning COLMAP's world-to-camera quaternion poses (OpenCV axes) into OpenGL
 camera-to-world matrices, pinhole intrinsics from the supported camera models (distortion
-ignored with one warning), the ``images_<k>`` folder choice, and scene bounds from the
-sparse points when they exist.
+ignored with one warning), the ``images_<k>`` folder choice, levelling and scaling a
+model in an arbitrary world frame, and scene bounds from the sparse points when they exist.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from .images import (
 )
 from .poses import (
     CameraModelWarning,
-    box_bounds,
-    camera_box,
+    fit_bounds,
     opencv_to_opengl,
     pinhole_cameras,
     quaternion_to_rotation,
+    scene_frame,
+    transform_points,
+    transform_poses,
     world_to_camera_to_c2w,
 )
 from .scene import (
@@ -121,10 +123,13 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
         background: ``[3]`` RGB that RGBA images are composited on.
 
     Returns:
-        `SceneData` with images sorted by name; test = every 8th, train = the rest. With
-        ``points3D``: ``bbox`` is the 0.5-99.5 percentile box of the points padded by 5%,
-        ``near`` / ``far`` 0.9x / 1.1x the 0.1 / 99.9 percentile distance of the points in
-        front of each camera. Without: `camera_box` and `box_bounds`.
+        `SceneData` with images sorted by name; test = every 8th, train = the rest. A model
+        in an arbitrary world frame (COLMAP's is the first cameras') is levelled, centred
+        and scaled first (`scene_frame`: +z the mean camera up, the heading of the
+        points' least box, a mean camera distance of 4; ``transform`` records it), so the
+        axis-aligned box fits the scene at the size the defaults are tuned for. Bounds:
+        `fit_bounds`, from ``points3D`` when present (their percentile box), else from
+        the cameras.
 
     Raises:
         DatasetError: for a missing, malformed or inconsistent input or an unsupported
@@ -154,9 +159,12 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
     )
     intrinsics = np.array([pinhole_intrinsics(cameras[im.camera_id]) for im in images]) / factor
     c2w = np.stack([image_pose(im) for im in images])
+    frame = scene_frame(c2w, points)
+    c2w = transform_poses(frame, c2w)
+    points = None if points is None else transform_points(frame, points)
     cams = pinhole_cameras(c2w, *intrinsics.T, width, height).scaled(scale * factor)
     _warn_distortion(cameras, {im.camera_id for im in images}, folder / f"cameras{ext}")
-    bbox, near, far = _bounds(points, c2w)
+    bbox, near, far = fit_bounds(c2w, points)
     scene = SceneData(
         images=pixels,
         masks=masks,
@@ -168,6 +176,7 @@ def load_colmap(root, scale: float = 1.0, background=(1.0, 1.0, 1.0)) -> SceneDa
         background=background,
         root=root,
         names=[f.relative_to(root).as_posix() for f in files],
+        transform=frame,
     )
     return check_scene(scene, folder / f"images{ext}")
 
@@ -306,30 +315,6 @@ def _warn_distortion(cameras: dict, used: set[int], path: Path) -> None:
 def distortion(camera: ColmapCamera) -> tuple[float, ...]:
     """The distortion parameters of a supported model (empty for the pinhole models)."""
     return camera.params[4:] if camera.model in ("PINHOLE", "OPENCV") else camera.params[3:]
-
-
-def _bounds(points: np.ndarray | None, c2w: np.ndarray) -> tuple[np.ndarray, float, float]:
-    centers = c2w[:, :, 3]
-    no_points = points is None or len(points) == 0
-    lo, hi = (0.0, 0.0) if no_points else np.percentile(points, [0.5, 99.5], axis=0)
-    if not np.max(hi - lo) > 0:  # no points, or all in one place: no box to speak of
-        bbox = camera_box(centers)
-        return (bbox, *box_bounds(centers, bbox))
-    # A flat side (a planar capture) gets a little depth, so the box is never empty.
-    pad = np.maximum(0.05 * (hi - lo), 0.01 * np.max(hi - lo))
-    bbox = np.stack([lo - pad, hi + pad]).astype(np.float32)
-    sample = points[:: max(1, len(points) // 100_000)]
-    nears, fars = [], []
-    for pose in c2w:
-        rel = sample - pose[:, 3]
-        front = rel @ pose[:, 2] < 0  # OpenGL cameras look down -z
-        if front.any():
-            dist = np.linalg.norm(rel[front], axis=-1)
-            nears.append(np.percentile(dist, 0.1))
-            fars.append(np.percentile(dist, 99.9))
-    if not nears:
-        return (bbox, *box_bounds(centers, bbox))
-    return bbox, 0.9 * float(min(nears)), 1.1 * float(max(fars))
 
 
 # ---- text files ---------------------------------------------------------------------------

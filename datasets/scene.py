@@ -59,7 +59,18 @@ class SceneData:
         object_masks: ``[C, H, W]`` float32 in {0, 1}, 1 on the object, or None. Unlike
             ``masks`` the images are *not* composited with them (the photo background is
             real), so they must not drive background swapping or visual-hull carving;
-            they select the pixels of masked metrics (DTU).
+            they select the pixels of masked metrics (DTU). nerfstudio's ``mask_path``
+            masks load here too (1 = the pixel counts, 0 = ignore it).
+        transform: ``[4, 4]`` similarity from the capture's own world coordinates to the
+            scene's (cameras, ``bbox`` and points are in the scene's), or None for the
+            identity. Loaders level and centre captures in arbitrary frames (COLMAP,
+            nerfstudio); where a nerfstudio file records ``applied_transform`` the
+            capture's world is the COLMAP model's. Its inverse maps exports back.
+        outer_bbox: ``[2, 3]`` box out to which the file says content reaches beyond
+            ``bbox`` (instant-ngp's ``aabb_scale`` cube), or None when ``bbox`` holds
+            everything. ``bbox`` is the part to resolve finely; the rest is background: a
+            run in the box composites it as the background colour, a contracted space
+            (``render.space:contract``) models it.
     """
 
     images: np.ndarray
@@ -74,6 +85,8 @@ class SceneData:
     names: list[str]
     ndc: bool = False
     object_masks: np.ndarray | None = None
+    transform: np.ndarray | None = None
+    outer_bbox: np.ndarray | None = None
 
     def split(self, name: str) -> np.ndarray:
         """Indices of one split; raises `DatasetError` if it is missing or empty."""

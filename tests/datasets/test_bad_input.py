@@ -53,8 +53,8 @@ def bases(tmp_path_factory) -> dict[str, Path]:
     writers.write_nerfstudio(top / "ns", cameras(4), pixels(4))
     masks = pixels(4)[..., 0] > 128
     writers.write_dtu(top / "dtu", cameras(4), pixels(4), masks=masks)
-    writers.write_colmap(top / "txt", cameras(4), pixels(4), points=points)
-    writers.write_colmap(top / "bin", cameras(4), pixels(4), binary=True, points=points)
+    writers.write_colmap(top / "txt", cameras(4), pixels(4), points=points, share_cameras=False)
+    writers.write_colmap(top / "bin", cameras(4), pixels(4), binary=True, points=points, share_cameras=False)
     return {p.name: p for p in top.iterdir()}
 
 

@@ -307,9 +307,14 @@ def test_nerfstudio_splits_distortion_and_ngp_box(tmp_path):
     distortion = [w for w in caught if issubclass(w.category, CameraModelWarning)]
     assert len(distortion) == 1 and "k1, p2" in str(distortion[0].message)
     assert scene.splits["train"].tolist() == [4, 0] and scene.splits["test"].tolist() == [2]
-    # instant-ngp: box (0.5 +- 4 / 2 - offset) / 0.33.
+    # instant-ngp: the scene is the unit cube, (0.5 +- 1 / 2 - offset) / 0.33; aabb_scale 4
+    # only says how far the background reaches, (0.5 +- 4 / 2 - offset) / 0.33.
     np.testing.assert_allclose(
-        scene.bbox,
+        scene.bbox, [[-0.5 / 0.33, -0.5 / 0.33, -1 / 0.33], [0.5 / 0.33, 0.5 / 0.33, 0.0]],
+        rtol=1e-6, atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        scene.outer_bbox,
         [[-2 / 0.33, -2 / 0.33, -2.5 / 0.33], [2 / 0.33, 2 / 0.33, 1.5 / 0.33]],
         rtol=1e-6,
     )
