@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from tqdm import tqdm
 
 from .cameras import orbit_cameras
@@ -19,6 +21,7 @@ from .evaluate import test_views
 from .files import file_in_the_way
 from .frames import save_frame, write_video
 from .renderers.mesh import MESH_FORMATS, extract_mesh, write_mesh
+from .renderers.tsdf import extract, fuse, fusion_cameras
 from .runs import load_config, load_run
 
 
@@ -44,10 +47,19 @@ class ExportArgs:
     """Output mesh; .ply, .obj or .glb; a splat run also writes its Gaussians to a name
     ending in .splat.ply (the 3D Gaussian splatting layout)."""
     resolution: int = 256
-    """Marching-cubes grid points per axis."""
+    """Grid points along the longest axis of the box (marching cubes, fusion volume)."""
+    route: Literal["tsdf", "density"] = "tsdf"
+    """How the surface is found: ``tsdf`` fuses the depth the method renders from the
+    training cameras and views all around into a truncated signed distance volume (only
+    first-hit surfaces enter, so fog inside an object or in a cavity cannot); ``density``
+    runs marching cubes on the method's own field at ``--threshold``."""
+    views: int = 32
+    """``tsdf``: views added around the box to the training cameras."""
     threshold: float | None = None
-    """Iso-level of the method's surface field: density (1 / world length) for a
-    radiance field (default 10), summed Gaussian opacity for a splat run (default 0.5)."""
+    """``density``: iso-level of the method's surface field: density (1 / world length)
+    for a radiance field (default 10), summed Gaussian opacity for a splat run (0.5)."""
+    data: Path | None = None
+    """``tsdf``: dataset folder for the training cameras (default: the run's)."""
 
 
 def render_path(args: RenderArgs) -> Path:
@@ -88,15 +100,36 @@ def export_mesh(args: ExportArgs) -> Path:
     native = loaded.method.export(loaded.state, args.out)
     if native is not None:
         return native
-    surface = loaded.method.surface(loaded.state)
-    threshold = surface.threshold if args.threshold is None else args.threshold
-    try:
-        mesh = extract_mesh(surface.density, surface.color, surface.bbox, args.resolution, threshold)
-    except ValueError as err:  # the field never reaches the threshold
-        raise UsageError(f"{args.run}: {err} Try a lower --threshold.") from None
+    mesh = fused_mesh(loaded, args) if args.route == "tsdf" else density_mesh(loaded, args)
     write_mesh(mesh, str(args.out))
     print(f"mesh: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces -> {args.out}")
     return args.out
+
+
+def density_mesh(loaded, args: ExportArgs):
+    """Marching cubes on the method's surface field at ``--threshold``, coloured by it."""
+    surface = loaded.method.surface(loaded.state)
+    threshold = surface.threshold if args.threshold is None else args.threshold
+    try:
+        return extract_mesh(surface.density, surface.color, surface.bbox, args.resolution, threshold)
+    except ValueError as err:  # the field never reaches the threshold
+        raise UsageError(f"{args.run}: {err} Try a lower --threshold.") from None
+
+
+def fused_mesh(loaded, args: ExportArgs):
+    """TSDF fusion (`sparsefield.renderers.tsdf`) of what the method renders from the
+    training cameras and ``args.views`` more around the box, then its zero level set."""
+    scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
+    train = scene.cameras[scene.split("train")]
+    up = np.asarray(train.c2w)[:, :3, 1].mean(0)
+    cams = fusion_cameras(train, loaded.method.bbox, args.views, up=up / np.linalg.norm(up))
+    renders = [loaded.render(cams[k], scene.background) for k in tqdm(range(len(cams)), desc="render for fusion")]
+    stack = lambda key: np.stack([r[key] for r in renders])  # noqa: E731
+    volume = fuse(stack("depth"), stack("opacity"), stack("rgb"), cams, loaded.method.bbox, args.resolution)
+    mesh = extract(volume)
+    if len(mesh.faces) == 0:
+        raise UsageError(f"{args.run}: the renders show no surface to fuse; try --route density")
+    return mesh
 
 
 def check_output(out: Path, folder: bool) -> None:

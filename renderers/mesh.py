@@ -393,3 +393,26 @@ def chamfer_distance(
     d_ab, _ = cKDTree(b).query(a)
     d_ba, _ = cKDTree(a).query(b)
     return float(0.5 * (d_ab.mean() + d_ba.mean()))
+
+
+def surface_scores(
+    points: Float[np.ndarray, "N 3"], truth: Float[np.ndarray, "M 3"], thresholds: tuple[float, ...]
+) -> dict[str, float]:
+    """How well surface samples ``points`` match the true surface samples ``truth``.
+
+    ``chamfer`` is `chamfer_distance`; at each threshold ``tau``, precision is the share of
+    ``points`` within ``tau`` of ``truth`` (accuracy: nothing made up), recall the share of
+    ``truth`` within ``tau`` of ``points`` (completeness: nothing missing), and
+    ``F = 2 P R / (P + R)`` (Knapitsch et al., Tanks and Temples).
+
+    Returns:
+        ``chamfer`` and ``precision@tau``, ``recall@tau``, ``f@tau`` per threshold.
+    """
+    a, b = np.asarray(points, np.float64), np.asarray(truth, np.float64)
+    d_ab, _ = cKDTree(b).query(a)
+    d_ba, _ = cKDTree(a).query(b)
+    out = {"chamfer": float(0.5 * (d_ab.mean() + d_ba.mean()))}
+    for tau in thresholds:
+        p, r = float(np.mean(d_ab <= tau)), float(np.mean(d_ba <= tau))
+        out |= {f"precision@{tau:g}": p, f"recall@{tau:g}": r, f"f@{tau:g}": 2 * p * r / max(p + r, 1e-12)}
+    return out

@@ -357,3 +357,19 @@ def test_chamfer_hand_case():
     # a->b: (0.5 + sqrt(1.25)) / 2; b->a: 0.5.
     expected = 0.5 * ((0.5 + np.sqrt(1.25)) / 2 + 0.5)
     assert mesh_lib.chamfer_distance(a, b) == pytest.approx(expected)
+
+
+def test_surface_scores_count_made_up_and_missing_surface():
+    """Truth: 1000 points on a unit circle in z = 0. A prediction with 20% of its points
+    2 units away (made up) and covering half the circle (missing half) scores precision
+    0.8 and recall 0.5 at a threshold below the points' spacing, F = 2 * 0.8 * 0.5 / 1.3."""
+    from sparsefield.renderers.mesh import surface_scores
+
+    angle = np.linspace(0, 2 * np.pi, 1000, endpoint=False)
+    truth = np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], -1)
+    half = truth[:500]
+    made_up = half[:125] + [0.0, 0.0, 2.0]
+    scores = surface_scores(np.vstack([half, made_up]), truth, (0.001,))  # below the spacing 0.0063
+    np.testing.assert_allclose([scores["precision@0.001"], scores["recall@0.001"]], [0.8, 0.5], atol=1e-9)
+    np.testing.assert_allclose(scores["f@0.001"], 2 * 0.8 * 0.5 / 1.3, rtol=1e-9)
+    assert surface_scores(truth, truth, (0.001,))["chamfer"] == 0.0
