@@ -20,6 +20,7 @@ from .errors import UsageError
 from .evaluate import test_views
 from .files import file_in_the_way
 from .frames import save_frame, write_video
+from .methods import METHODS, find_method
 from .renderers.mesh import MESH_FORMATS, extract_mesh, write_mesh
 from .renderers.tsdf import extract, fuse, fusion_cameras
 from .runs import load_config, load_run
@@ -44,8 +45,9 @@ class ExportArgs:
     run: Path
     """Run folder."""
     out: Path = Path("mesh.ply")
-    """Output mesh; .ply, .obj or .glb; a splat run also writes its Gaussians to a name
-    ending in .splat.ply (the 3D Gaussian splatting layout)."""
+    """Output mesh: .ply, .obj or .glb; a splat run also writes its Gaussians to a name
+    ending in .splat.ply (the 3D Gaussian splatting PLY), .spz (Niantic's compressed
+    format) or .splat."""
     resolution: int = 256
     """Grid points along the longest axis of the box (marching cubes, fusion volume)."""
     route: Literal["tsdf", "density"] = "tsdf"
@@ -86,11 +88,17 @@ def render_path(args: RenderArgs) -> Path:
 
 
 def export_mesh(args: ExportArgs) -> Path:
-    """The method's own format for ``args.out`` if it has one, else a mesh: marching cubes
-    on the method's surface field, coloured by it."""
-    suffix = args.out.suffix.lower()
-    if suffix not in MESH_FORMATS:
-        raise UsageError(f"{args.out}: unsupported mesh format '{suffix}' (use {', '.join(MESH_FORMATS)})")
+    """The method's own format for ``args.out`` if it names one, else a mesh (`fused_mesh`
+    or `density_mesh`)."""
+    config, _ = load_config(args.run)
+    own = find_method(config.method).native_formats
+    name, suffix = args.out.name.lower(), args.out.suffix.lower()
+    others = sorted({s for cls in METHODS.values() for s in cls.native_formats} - set(own))
+    if any(name.endswith(s) for s in others) and not any(name.endswith(s) for s in own):
+        raise UsageError(f"{args.out}: a {config.method} run cannot write that format; "
+                         f"export a mesh ({', '.join(MESH_FORMATS)}){' or ' + ', '.join(own) if own else ''}")
+    if suffix not in MESH_FORMATS and not any(name.endswith(s) for s in own):
+        raise UsageError(f"{args.out}: unsupported format '{suffix}' (use {', '.join((*MESH_FORMATS, *own))})")
     if args.resolution < 2:
         raise UsageError(f"--resolution {args.resolution}: must be at least 2")
     if args.threshold is not None and not math.isfinite(args.threshold):

@@ -93,6 +93,8 @@ class Method:
     name: ClassVar[str] = ""
     progress: ClassVar[tuple[str, ...]] = ()
     """Metric names the progress bar shows besides loss and PSNR."""
+    native_formats: ClassVar[tuple[str, ...]] = ()
+    """File name endings `export` writes in the method's own formats (e.g. ``.spz``)."""
 
     def __init__(self, config, bbox: np.ndarray):
         self.config = config

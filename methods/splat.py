@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 
 from ..cameras import image_rays
 from ..fields import gaussians as gs
+from ..fields import splat_files
 from ..fields.gaussians import GaussianConfig
 from ..losses.base import usable_terms
 from ..renderers.densify import DensifyConfig, DensifyStrategy
@@ -127,6 +128,7 @@ class SplatMethod(Method):
 
     name = "splat"
     progress = ("gaussians",)
+    native_formats = (".splat.ply", ".spz", ".splat")
     supplies = frozenset({"alpha", "patches", "views", "keypoints", "binocular"})
 
     def __init__(self, config, bbox):
@@ -219,10 +221,17 @@ class SplatMethod(Method):
         return SurfaceField(opacity_field(params, alive), lambda x, d: base[tree.query(x)[1]], 0.5, self.bbox)
 
     def export(self, state: dict, out: Path) -> Path | None:
-        """``*.splat.ply``: the live Gaussians in the 3DGS PLY layout."""
-        if not str(out).lower().endswith(".splat.ply"):
+        """The live Gaussians in the splat file ``out`` names: ``*.splat.ply`` (the 3DGS PLY
+        layout, full precision), ``*.spz`` (Niantic's compressed format, version 3, SH up
+        to the degree the run has switched on) or ``*.splat`` (antimatter15's 32 bytes a
+        Gaussian, base colour only); see `sparsefield.fields.splat_files`."""
+        degree = int(gs.active_degree(self.config.splat.gaussians, int(state["step"])))
+        writers = dict(zip(self.native_formats, (gs.write_ply, functools.partial(splat_files.write_spz, degree=degree),
+                                                 splat_files.write_splat)))
+        suffix = next((s for s in writers if str(out).lower().endswith(s)), None)
+        if suffix is None:
             return None
-        n = gs.write_ply(out, jax.device_get(state["params"]), np.asarray(state["alive"]))
+        n = writers[suffix](out, jax.device_get(state["params"]), np.asarray(state["alive"]))
         print(f"splats: {n:,} Gaussians -> {out}")
         return Path(out)
 

@@ -1,10 +1,11 @@
-"""Gaussian scenes: the 3DGS PLY round trip, SH colour by degree, densification with
-its optimizer re-indexing."""
+"""Gaussian scenes: the 3DGS PLY round trip and its layout as an independent reader sees
+it, SH colour by degree, densification with its optimizer re-indexing."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from plyfile import PlyData
 
 from sparsefield.fields import gaussians as gs
 from sparsefield.renderers.densify import DensifyConfig, DensifyState, DensifyStrategy
@@ -28,6 +29,36 @@ def test_ply_round_trips_exactly(tmp_path):
     assert "property float f_rest_44" in header and "property float rot_3" in header
     assert header.index("f_dc_0") < header.index("f_rest_0") < header.index("opacity") < header.index("scale_0")
 
+
+
+def test_ply_has_the_inria_layout_for_an_independent_reader(tmp_path):
+    """plyfile sees exactly the 3DGS reference layout: one binary little-endian vertex
+    element of float32 properties in INRIA's order, and the raw parameters in it (opacity
+    a logit, scales logs, rotation w first), ``f_rest`` channel-major as INRIA's
+    ``save_ply`` flattens ``features_rest.transpose(1, 2)``: index = channel * 15 + k."""
+    params, alive = random_params(), np.array([1, 0, 1, 1, 1, 1, 1, 1], bool)
+    path = tmp_path / "scene.splat.ply"
+    gs.write_ply(path, params, alive)
+    ply = PlyData.read(str(path))
+    names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
+             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    assert not ply.text and ply.byte_order == "<" and [e.name for e in ply.elements] == ["vertex"]
+    vertex = ply["vertex"]
+    assert [p.name for p in vertex.properties] == names
+    assert {p.val_dtype for p in vertex.properties} == {"f4"} and vertex.count == 7
+    p = {k: v[alive] for k, v in params.items()}
+    column = lambda name: np.asarray(vertex[name])  # noqa: E731
+    for axis, name in enumerate("xyz"):
+        np.testing.assert_array_equal(column(name), p["means"][:, axis])
+        np.testing.assert_array_equal(column(f"n{name}"), 0.0)
+    for c in range(3):
+        np.testing.assert_array_equal(column(f"f_dc_{c}"), p["sh_dc"][:, c])
+        np.testing.assert_array_equal(column(f"scale_{c}"), p["log_scales"][:, c])
+        for k in range(15):
+            np.testing.assert_array_equal(column(f"f_rest_{c * 15 + k}"), p["sh_rest"][:, k, c])
+    np.testing.assert_array_equal(column("opacity"), p["logit_opacities"])
+    for i in range(4):
+        np.testing.assert_array_equal(column(f"rot_{i}"), p["quats"][:, i])
 
 def test_colour_uses_only_the_active_sh_degrees():
     params = {k: jnp.asarray(v) for k, v in random_params().items()}
