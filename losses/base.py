@@ -33,6 +33,7 @@ NEEDS = {
                  "(``inputs.keypoints``, `sparsefield.losses.keypoints.KeypointTargets`)",
     "binocular": "the method's own render from a camera shifted sideways, sampled where each ray's surface "
                  "point lands (``inputs.binocular``, `sparsefield.losses.consistency.ShiftedView`)",
+    "density": "the field's density (``inputs.density``: density_fn, box, sample spacing, a key)",
     "views": "every training view's image and camera (``inputs.views``), and each ray's own view and ray "
              "(``batch['view']``, ``batch['origins']``, ``batch['directions']``)",
 }
@@ -59,6 +60,8 @@ class LossInputs:
             terms that need ``keypoints``.
         binocular: the render from a shifted camera, sampled at each ray's surface point
             (`ShiftedView`), for terms that need ``binocular``.
+        density: ``(density_fn, box [2, 3], sample spacing, key)``: the field's density
+            per unit length of the box, for terms that need ``density``.
     """
 
     rays: object
@@ -71,6 +74,7 @@ class LossInputs:
     views: object | None = None
     keypoints: object | None = None
     binocular: object | None = None
+    density: object | None = None
 
 
 class ConstantWeight:

@@ -13,6 +13,7 @@ from .keypoints import KeypointDepth
 from .occlusion import Occlusion
 from .opacity import MaskLoss, OpacityPrior
 from .smoothness import DepthSmoothness
+from .sparsity import DensitySparsity
 from .total_variation import TotalVariation
 
 
@@ -40,6 +41,8 @@ class Regularizers:
     """Depth at the training views' triangulated keypoints (DS-NeRF)."""
     binocular: BinocularConsistency | None = None
     """Binocular self-consistency with a render from a camera shifted sideways (Binocular3DGS)."""
+    sparsity: DensitySparsity | None = None
+    """Empty space by default: alpha of random points of the box pushed towards 0."""
 
     def terms(self) -> dict:
         """``name -> term`` for the terms that are on."""

@@ -71,7 +71,7 @@ class RadianceFieldMethod(Method):
     """``--method nerf`` (see the module docstring)."""
 
     name = "nerf"
-    supplies = frozenset({"samples", "patches", "alpha", "tables", "views", "keypoints"})
+    supplies = frozenset({"samples", "patches", "alpha", "tables", "views", "keypoints", "density"})
 
     def __init__(self, config, bbox):
         super().__init__(config, bbox)

@@ -170,8 +170,10 @@ class TrainStep:
         keypoints = None
         if "keypoint" in rendered:
             keypoints = KeypointTargets(rendered["keypoint"], batch["keypoint_distance"], batch["keypoint_weight"])
+        density = (self.density_for_sampler(params), self.sampler_box, self.step_size,
+                   jax.random.fold_in(key, len(self.ray_sets) + 1))
         inputs = LossInputs(rays, batch, step, rendered.get("patch"), self.patch_shape,
-                            self.field.config.encoding, params["encoding"], views, keypoints)
+                            self.field.config.encoding, params["encoding"], views, keypoints, density=density)
         losses = {"rgb": colour_loss(rays, batch)}
         losses |= {name: term.weight_at(step) * term(inputs) for name, term in self.terms.items()}
         losses |= pruning.admm_losses(self.config.pruner, params, state["pruner"], step, self.config.steps)
