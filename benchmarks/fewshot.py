@@ -1,140 +1,143 @@
-"""Few-shot quality: the synthetic demo scene trained from 3 and 8 views with no
-regularizer, with each regularizer alone, and with the ``fewshot`` preset; prints
-PSNR / SSIM / LPIPS on the 25 test views and the training time of each run.
+"""Few-shot quality over a suite of generated scenes: each recipe trained on each scene
+from 3, 4, 6 and 8 views over several seeds; prints PSNR / SSIM / LPIPS (mean and spread
+over scenes and seeds) and the training time, per recipe and view count, and (``--doc``)
+writes the tables to ``docs/fewshot.md``.
 
-    python benchmarks/fewshot.py                          # everything: 2 x 17 runs
-    python benchmarks/fewshot.py --views 8 --only none,fewshot --steps 300
-    python benchmarks/fewshot.py --views 8 --only fewshot,splat   # NeRF against 3D Gaussians
+    python benchmarks/fewshot.py                                    # the recipes in RECIPES, whole suite
+    python benchmarks/fewshot.py --recipes nerf-fewshot splat-fewshot --views 3 8 --seeds 0
+    python benchmarks/fewshot.py --scenes demo glossy --views 3 -- --steps 500   # flags after -- go to every run
 
-``none`` is the unregularized hash grid: the default preset with visual-hull carving
-off (carving is one of the priors measured here, ``hull``). Each other row adds one
-prior to it; ``fewshot`` is `sparsefield.config.PRESETS["fewshot"]`; ``splat`` and
-``splat-*`` train 3D Gaussians instead (``--method splat``). All runs use the
-same seed and the same views. Runs are written to ``--out/<name>-<views>v`` (replaced
-if present) and the table to ``--out/results.json``. Total variation is left out: it
-regularises dense voxel grids, not the hash grid compared here.
+A recipe is the command-line flags a user would type (`RECIPES`; ``--extra NAME=FLAGS``
+adds one). Scenes are the demo scene and the generator's suite
+(`sparsefield.datasets.synthetic.SUITE`: thin structures, a concave bowl, large
+textureless surfaces, fine texture, glossy materials, a floating torus without ground, a
+chair frame), generated at ``--resolution`` (200 px by default) with alpha masks. Views are
+the standard selection (`sparsefield train --views N`). Each run is a fresh subprocess of
+``sparsefield train`` writing ``--out/<recipe>/<scene>-<views>v-s<seed>``; a run whose
+``metrics.json`` exists is not trained again, so an interrupted benchmark resumes.
+Training time is the run's own (``train_seconds``: compilation included, evaluation
+excluded).
 """
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # before JAX is imported: restart with a fast allocator
-    from sparsefield.launch import ensure_fast_malloc
-
-    ensure_fast_malloc()
-
 import argparse
-import dataclasses
 import json
-import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
-def configs(steps: int | None) -> dict:
-    """``name -> RunConfig``: the baseline, one prior at a time, and the preset."""
-    from sparsefield.fields.frequency import CoarseToFine
-    from sparsefield.config import PRESETS
-    from sparsefield.losses import regularizers as reg
-    from sparsefield.renderers.samplers import SampleAnnealing
+RECIPES: dict[str, list[str]] = {
+    "nerf-default": [],
+    "nerf-fewshot": ["--preset", "fewshot"],
+    "splat-fewshot": ["--method", "splat", "--preset", "fewshot", "--steps", "700"],
+}
+"""Recipe name -> flags. ``--extra NAME=FLAGS`` adds more (e.g. one regularizer each)."""
 
-    default = PRESETS["default"]
-    none = dataclasses.replace(
-        default,
-        field=dataclasses.replace(default.field, coarse_to_fine=None),
-        render=dataclasses.replace(default.render, anneal=None),
-        reg=reg.Regularizers(),
-    )
-
-    def with_reg(**terms):
-        return dataclasses.replace(none, reg=reg.Regularizers(**terms))
-
-    table = {
-        "none": none,
-        "frequency": dataclasses.replace(none, field=dataclasses.replace(none.field, coarse_to_fine=CoarseToFine())),
-        "occlusion": with_reg(occlusion=reg.Occlusion()),
-        "distortion": with_reg(distortion=reg.Distortion()),
-        "entropy": with_reg(entropy=reg.RayEntropy()),
-        "opacity": with_reg(opacity=reg.OpacityPrior()),
-        "mask": with_reg(mask=reg.MaskLoss()),
-        "depth": with_reg(depth_smoothness=reg.DepthSmoothness()),
-        "anneal": dataclasses.replace(none, render=dataclasses.replace(none.render, anneal=SampleAnnealing())),
-        "hull": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, carve_with_masks=True)),
-        # occupancy cells seen by fewer than 3 training views stay empty (no masks needed)
-        "min-views": dataclasses.replace(none, occupancy=dataclasses.replace(none.occupancy, min_views=3)),
-        "fewshot": PRESETS["fewshot"],
-        # The preset without FreeNeRF's coarse-to-fine mask (does the mask pay at 3 views?)
-        "fewshot-noc2f": dataclasses.replace(
-            PRESETS["fewshot"], field=dataclasses.replace(PRESETS["fewshot"].field, coarse_to_fine=None)),
-        # 3D Gaussians on the same views (`sparsefield.methods.splat`): seeded in the visual hull,
-        # 160 px crops; 700 steps take about the NeRF preset's 1000 here. The fewshot
-        # variant adds the preset's mask loss, the depth variant depth smoothness on
-        # unseen views.
-        "splat": dataclasses.replace(default, method="splat", steps=700),
-        "splat-fewshot": dataclasses.replace(PRESETS["fewshot"], method="splat", steps=700),
-        "splat-depth": dataclasses.replace(
-            default, method="splat", steps=700,
-            reg=dataclasses.replace(default.reg, depth_smoothness=reg.DepthSmoothness())),
-    }
-    if steps is not None:
-        table = {k: dataclasses.replace(c, steps=steps) for k, c in table.items()}
-    return table
+SCENES = ("demo", "thin_wires", "concave_bowl", "textureless", "fine_texture", "glossy", "floating_torus", "chair")
 
 
-def run_one(train, config, out: Path) -> dict:
-    """Train and evaluate one config from scratch; the run's metrics and wall time."""
-    shutil.rmtree(out, ignore_errors=True)
-    config = dataclasses.replace(
-        config, out=out, eval_every=config.steps + 1, checkpoint_every=config.steps,
-    )
-    start = time.perf_counter()
-    train.train(config)
-    wall = time.perf_counter() - start
-    metrics = json.loads((out / "metrics.json").read_text())
-    keep = ("psnr", "ssim", "lpips", "train_seconds", "steps", "train_view_ids")
-    return {k: metrics[k] for k in keep} | {"wall_seconds": wall}
+def scene_path(name: str, resolution: int) -> Path:
+    from sparsefield.datasets.synthetic import demo_scene_path, suite_scene_path
+
+    return demo_scene_path(resolution) if name == "demo" else suite_scene_path(name, resolution)
 
 
-def print_table(results: list[dict]) -> None:
-    print(f"\n{'views':>5s}  {'config':14s} {'PSNR':>7s} {'dPSNR':>7s} {'SSIM':>6s} {'LPIPS':>6s} "
-          f"{'train s':>8s} {'steps':>6s}")
-    base = {r["views"]: r["psnr"] for r in results if r["name"] == "none"}
-    for r in results:
-        delta = f"{r['psnr'] - base[r['views']]:+7.2f}" if r["views"] in base else f"{'':7s}"
-        print(f"{r['views']:5d}  {r['name']:14s} {r['psnr']:7.2f} {delta} {r['ssim']:6.3f} "
-              f"{r['lpips']:6.3f} {r['train_seconds']:8.1f} {r['steps']:6d}")
+def run_one(flags: list[str], data: Path, views: int, seed: int, out: Path) -> dict:
+    """Train and evaluate one run (or read back a finished one); its metrics."""
+    if not (out / "metrics.json").exists():
+        cmd = [sys.executable, "-m", "sparsefield.launch", "train", "--data", str(data), "--views", str(views),
+               "--seed", str(seed), "--out", str(out), "--eval-every", "100000", *flags]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{out}: training failed\n{proc.stderr[-3000:]}")
+        print(f"  {out.relative_to(out.parents[1])}: {time.perf_counter() - start:.0f} s wall", flush=True)
+    m = json.loads((out / "metrics.json").read_text())
+    return {k: m[k] for k in ("psnr", "ssim", "lpips", "train_seconds")}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and standard deviation of each metric over the rows."""
+    out = {}
+    for key in ("psnr", "ssim", "lpips", "train_seconds"):
+        values = np.array([r[key] for r in rows if r[key] is not None], np.float64)
+        out[key] = (float(values.mean()), float(values.std())) if len(values) else (float("nan"), 0.0)
+    return out
+
+
+def table(results: list[dict], recipes: list[str], views: list[int]) -> str:
+    """The markdown table: one row per recipe and view count, mean ± std over scenes and seeds."""
+    lines = ["| recipe | views | PSNR (dB) | SSIM | LPIPS | train s | runs |", "|---|---|---|---|---|---|---|"]
+    for v in views:
+        for r in recipes:
+            rows = [x for x in results if x["recipe"] == r and x["views"] == v]
+            if not rows:
+                continue
+            s = summarise(rows)
+            lines.append(f"| {r} | {v} | {s['psnr'][0]:.2f} ± {s['psnr'][1]:.2f} | {s['ssim'][0]:.3f} ± "
+                         f"{s['ssim'][1]:.3f} | {s['lpips'][0]:.3f} ± {s['lpips'][1]:.3f} | "
+                         f"{s['train_seconds'][0]:.0f} ± {s['train_seconds'][1]:.0f} | {len(rows)} |")
+    return "\n".join(lines)
+
+
+def per_scene(results: list[dict], recipes: list[str], views: list[int], scenes: list[str]) -> str:
+    """PSNR per scene (mean over seeds), one row per recipe and view count."""
+    lines = ["| recipe | views | " + " | ".join(scenes) + " |", "|---|---|" + "---|" * len(scenes)]
+    for v in views:
+        for r in recipes:
+            cells = []
+            for s in scenes:
+                vals = [x["psnr"] for x in results if x["recipe"] == r and x["views"] == v and x["scene"] == s]
+                cells.append(f"{np.mean(vals):.2f}" if vals else "")
+            if any(cells):
+                lines.append(f"| {r} | {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: each config's own)")
-    parser.add_argument("--views", type=int, nargs="+", default=[3, 8], help="view counts to run")
-    parser.add_argument("--only", type=str, default=None,
-                        help="comma-separated config names (none, frequency, occlusion, distortion, entropy, "
-                             "opacity, mask, depth, anneal, hull, min-views, fewshot, fewshot-noc2f, splat, splat-fewshot, splat-depth)")
-    parser.add_argument("--data", type=Path, default=None, help="dataset (default: the synthetic demo scene)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-fewshot"), help="folder for the runs")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipe names to run")
+    parser.add_argument("--extra", nargs="*", default=[], help="more recipes as NAME=FLAGS (flags space-separated)")
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES), help="scenes: demo and suite names")
+    parser.add_argument("--views", type=int, nargs="+", default=[3, 4, 6, 8])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--resolution", type=int, default=200, help="image side of the generated scenes")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-fewshot"))
+    parser.add_argument("--doc", type=Path, default=None, help="also write the tables here (docs/fewshot.md)")
+    parser.add_argument("flags", nargs="*", help="flags for every run (after --)")
     args = parser.parse_args()
-
-    table = configs(args.steps)
-    names = list(table) if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in table]
+    recipes = dict(RECIPES)
+    for item in args.extra:
+        name, _, flags = item.partition("=")
+        recipes[name] = flags.split()
+    names = [r for r in args.recipes if r in recipes] + [i.partition("=")[0] for i in args.extra]
+    unknown = [r for r in args.recipes if r not in recipes]
     if unknown:
-        parser.error(f"--only: unknown config(s) {', '.join(unknown)}; choose from {', '.join(table)}")
-    if args.data is None:
-        from sparsefield.datasets.synthetic import demo_scene_path
-
-        args.data = demo_scene_path()
-    from sparsefield import train
-
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(recipes)}")
     results = []
     for views in args.views:
-        for name in names:
-            config = dataclasses.replace(table[name], data=args.data, views=views)
-            print(f"\n=== {name}, {views} views, {config.steps} steps ===", flush=True)
-            results.append({"name": name, "views": views, **run_one(train, config, args.out / f"{name}-{views}v")})
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print_table(results)
+        for scene in args.scenes:
+            data = scene_path(scene, args.resolution)
+            for seed in args.seeds:
+                for name in names:
+                    out = args.out / name / f"{scene}-{views}v-s{seed}"
+                    m = run_one(recipes[name] + args.flags, data, views, seed, out)
+                    results.append({"recipe": name, "scene": scene, "views": views, "seed": seed, **m})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    summary, scenes = table(results, names, args.views), per_scene(results, names, args.views, args.scenes)
+    print(summary + "\n\n" + scenes)
+    if args.doc is None:
+        return
+    command = " ".join(["python benchmarks/fewshot.py", *sys.argv[1:]])
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(f"# Few-shot suite\n\n`{command}`\n\n{summary}\n\nTest PSNR per scene (mean over seeds):\n\n"
+                        f"{scenes}\n\nRecipes:\n\n" + "\n".join(f"- `{n}`: `{' '.join(recipes[n]) or '(defaults)'}`"
+                                                          for n in names) + "\n")
 
 
 if __name__ == "__main__":
