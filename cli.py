@@ -33,6 +33,7 @@ from .cache import use_compile_cache
 from .config import (PRESETS, RunConfig, component_paths, config_classes, expected, get_path, inherit,
                      replace_path, strip_annotated, union_members)
 from .datasets import DatasetError
+from .datasets.sfm import SfmConfig, estimate_poses
 from .errors import UsageError
 from .evaluate import evaluate_run
 from .methods import METHODS
@@ -52,6 +53,7 @@ COMMON_FLAGS = (
     ("--steps S", "training steps (default 1000)"),
     ("--out RUN", "run folder (an existing run resumes)"),
     ("--scale F", "image scale in (0, 1] (0.5 halves the resolution)"),
+    ("--bbox X0 Y0 Z0 X1 Y1 Z1", "the scene box instead of the dataset's"),
     ("--method NAME", "what holds the scene: " + ", ".join(METHODS)),
     ("--preset NAME", "base settings the other flags change: " + ", ".join(PRESETS)),
     ("--seed N", "random seed"),
@@ -354,6 +356,27 @@ def run_eval(args: list[str]) -> None:
     evaluate_run(parsed.run, data=parsed.data)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PosesArgs(SfmConfig):
+    """``sparsefield poses IMAGES --out DATA``: the two folders, then the options of
+    structure from motion (`sparsefield.datasets.sfm.SfmConfig`)."""
+
+    images: Path
+    """Folder of photos without poses (may be given first, without the flag)."""
+    out: Path
+    """New dataset folder: ``images/`` and ``sparse/0/``, the COLMAP layout ``train --data`` reads."""
+
+
+def run_poses(args: list[str]) -> None:
+    """``poses IMAGES --out DATA [SfM flags]``: camera poses for photos that have none."""
+    if args and not args[0].startswith("-"):
+        args = ["--images", *args]
+    parsed = parse_flags(PosesArgs, args, "sparsefield poses")
+    sfm = SfmConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(SfmConfig)})
+    result = estimate_poses(parsed.images, parsed.out, sfm)
+    print(f"train on it: sparsefield train --data {result.root}")
+
+
 COMMANDS = {
     "train": ("train a scene (and evaluate it on the test split)", run_train),
     "render": ("render test views or an orbit to PNG frames and a video",
@@ -363,6 +386,8 @@ COMMANDS = {
                lambda a: export_mesh(parse_flags(ExportArgs, a, "sparsefield export"))),
     "demo": ("train on the built-in demo scene (--preset fewshot unless another is given), evaluate, "
              "render an orbit, export a mesh", run_demo),
+    "poses": ("camera poses for photos that have none (structure from motion): a dataset train reads",
+              run_poses),
     "view": ("look at a run in the browser (a live viewer on viser)",
              lambda a: view(parse_flags(ViewArgs, a, "sparsefield view"))),
 }

@@ -65,6 +65,10 @@ class RunConfig:
     """A published few-shot setting (``blender8``, ``llff3|6|9``, ``dtu3|6|9``): fixes the
     image scale, the training and test views and masked metrics (DTU); replaces --scale
     and --views."""
+    bbox: tuple[float, float, float, float, float, float] | None = None
+    """The scene box ``xmin ymin zmin xmax ymax zmax`` in the scene's coordinates (as
+    ``config.json`` records it, after a loader levelled the capture), instead of the one
+    the dataset gives: the field and the samplers cover it."""
     scale: float = 1.0
     """Image down-scaling factor in (0, 1] (0.5 halves the resolution)."""
     steps: int = 1000

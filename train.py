@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import checkpoints, parallel
 from .config import RunConfig, check_config, get_path
-from .datasets import SceneData, apply_protocol, get_protocol, load_scene, select_views
+from .datasets import SceneData, apply_protocol, get_protocol, load_scene, select_views, with_box
 from .datasets.synthetic import demo_scene_path
 from .errors import UsageError
 from .evaluate import evaluate_run, quick_eval, test_views
@@ -66,6 +66,9 @@ def resolve_space(config: RunConfig, scene: SceneData) -> RunConfig:
     """NDC for a protocol that uses it (LLFF), with the reference focal lengths ``f / W``,
     ``f / H`` of NDC taken from the scene's first camera when the config leaves them 0."""
     space = config.render.space
+    if space is None and scene.outer_bbox is not None:
+        print(f"{config.data}: the file says the scene reaches beyond its box (instant-ngp's aabb_scale); "
+              f"what lies outside is rendered as the background colour")
     if space is None and config.protocol is not None and get_protocol(config.protocol).ndc:
         space = NDC()
     if isinstance(space, NDC) and space.focal_x == 0.0:
@@ -97,6 +100,8 @@ def prepare(config: RunConfig) -> tuple[RunConfig, TrainViews, np.ndarray]:
     config = resolve_protocol(config)
     data = Path(config.data) if config.data is not None else demo_scene_path()
     scene = load_scene(data, scale=config.scale)
+    if config.bbox is not None:
+        scene = with_box(scene, config.bbox)
     config = dataclasses.replace(config, data=data.resolve())
     config = resolve_masks(resolve_space(config, scene), scene)
     if config.protocol is not None:

@@ -183,25 +183,28 @@ def remove_outliers(points: np.ndarray, colors: np.ndarray, k: int, std: float):
 # ---- PLY (the layout of the 3D Gaussian splatting reference code) -------------------------
 
 
-def ply_fields(sh_rest: int = 45) -> list[str]:
+def ply_fields(sh_rest: int = 45, scales: int = 3) -> list[str]:
+    """Property names in file order (``scales``: 3 for 3D Gaussians, 2 for surfels)."""
     return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
             + [f"f_rest_{i}" for i in range(sh_rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+            + ["opacity", *(f"scale_{i}" for i in range(scales)), "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def write_ply(path: Path, params: dict, alive: np.ndarray) -> int:
+def write_ply(path: Path, params: dict, alive: np.ndarray, normals: np.ndarray | None = None) -> int:
     """Write the live Gaussians as a binary little-endian 3DGS PLY; returns their count.
 
-    Columns: position, zero normals, ``f_dc_*``, ``f_rest_*`` channel-major (all 15
-    coefficients of red, then green, then blue), opacity logit, log-scales, quaternion
+    Columns: position, normals (zero unless given for the live ones), ``f_dc_*``,
+    ``f_rest_*`` channel-major (all 15 coefficients of red, then green, then blue), opacity
+    logit, log-scales (as many as ``params`` holds: 3, or 2 for surfels), quaternion
     ``(w, x, y, z)``: what 3DGS viewers read.
     """
     p = {k: np.asarray(v, np.float32)[np.asarray(alive)] for k, v in params.items()}
     n = len(p["means"])
     rest = p["sh_rest"].transpose(0, 2, 1).reshape(n, -1)
-    columns = np.concatenate([p["means"], np.zeros((n, 3), np.float32), p["sh_dc"], rest,
+    normals = np.zeros((n, 3), np.float32) if normals is None else np.asarray(normals, np.float32).reshape(n, 3)
+    columns = np.concatenate([p["means"], normals, p["sh_dc"], rest,
                               p["logit_opacities"][:, None], p["log_scales"], p["quats"]], -1)
-    names = ply_fields(rest.shape[1])
+    names = ply_fields(rest.shape[1], p["log_scales"].shape[1])
     header = "ply\nformat binary_little_endian 1.0\nelement vertex {}\n{}end_header\n".format(
         n, "".join(f"property float {name}\n" for name in names))
     data = np.ascontiguousarray(columns, "<f4")
@@ -212,8 +215,10 @@ def write_ply(path: Path, params: dict, alive: np.ndarray) -> int:
     return n
 
 
-def read_ply(path: Path) -> dict:
-    """Read a 3DGS PLY (binary little-endian, float properties) into parameter arrays."""
+def read_ply(path: Path, with_normals: bool = False) -> dict:
+    """Read a 3DGS PLY (binary little-endian, float properties) into parameter arrays
+    (``log_scales`` with as many columns as the file has ``scale_*``; ``normals [N, 3]``
+    too with ``with_normals``)."""
     with open(path, "rb") as f:
         names, n = [], None
         while (line := f.readline().decode("ascii").strip()) != "end_header":
@@ -229,12 +234,14 @@ def read_ply(path: Path) -> dict:
         data = np.frombuffer(f.read(4 * n * len(names)), "<f4").reshape(n, len(names))
     col = {name: data[:, i] for i, name in enumerate(names)}
     pick = lambda prefix, k: np.stack([col[f"{prefix}{i}"] for i in range(k)], -1)  # noqa: E731
-    rest = sum(name.startswith("f_rest_") for name in names)
-    return {
+    count = lambda prefix: sum(name.startswith(prefix) for name in names)  # noqa: E731
+    rest = count("f_rest_")
+    params = {
         "means": np.stack([col["x"], col["y"], col["z"]], -1),
-        "log_scales": pick("scale_", 3),
+        "log_scales": pick("scale_", count("scale_")),
         "quats": pick("rot_", 4),
         "logit_opacities": col["opacity"].copy(),
         "sh_dc": pick("f_dc_", 3),
         "sh_rest": pick("f_rest_", rest).reshape(n, 3, rest // 3).transpose(0, 2, 1),
     }
+    return params | ({"normals": np.stack([col["nx"], col["ny"], col["nz"]], -1)} if with_normals else {})

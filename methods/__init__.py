@@ -1,7 +1,8 @@
 """Methods: the ways sparsefield can hold a scene, behind one protocol (`base.Method`),
 and the registry that maps a ``--method`` name to one.
 
-Built in: ``nerf`` (`nerf.RadianceFieldMethod`) and ``splat`` (`splat.SplatMethod`).
+Built in: ``nerf`` (`nerf.RadianceFieldMethod`), ``splat`` (`splat.SplatMethod`) and
+``surfel`` (`surfel.SurfelMethod`).
 Another package adds a method with `register_method`, or by naming its class in the
 ``sparsefield.methods`` entry-point group (``name = "package.module:Class"``), which
 `find_method` loads on first use.
@@ -15,8 +16,9 @@ from ..errors import UsageError
 from .base import Method, SurfaceField, TrainViews
 from .nerf import RadianceFieldMethod
 from .splat import SplatMethod
+from .surfel import SurfelMethod
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (RadianceFieldMethod, SplatMethod)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (RadianceFieldMethod, SplatMethod, SurfelMethod)}
 """``--method`` name -> class."""
 
 ENTRY_POINTS = "sparsefield.methods"

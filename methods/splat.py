@@ -32,8 +32,9 @@ from .splat_step import CoTraining, DropGaussian, OpacityDecay, fields_of, make_
 
 
 @dataclasses.dataclass(frozen=True)
-class SplatConfig:
-    """Gaussian-splatting training (``--method splat``)."""
+class GaussianTraining:
+    """What every method of the Gaussian family trains with (``--splat.*``, and
+    ``--surfel.*`` where the settings mean the same)."""
 
     gaussians: GaussianConfig = GaussianConfig()
     raster: SplatRenderConfig = SplatRenderConfig(tile_size=8, tile_capacity=1024, pairs_per_gaussian=16.0)
@@ -79,6 +80,12 @@ class SplatConfig:
     """DropGaussian: drop a random share of the Gaussians in each training render."""
     opacity_decay: OpacityDecay | None = None
     """Binocular3DGS's opacity decay after every step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplatConfig(GaussianTraining):
+    """Gaussian-splatting training (``--method splat``)."""
+
     co_training: CoTraining | None = None
     """CoR-GS: a second scene trained beside the first, co-pruning and co-regularization."""
 

@@ -211,9 +211,17 @@ class TrainStep:
     terms: dict
     factor: int = 1
 
+    rasterizer = staticmethod(rasterize)
+    """Draws the scene (`sparsefield.renderers.splatting.rasterize`; surfels swap in theirs)."""
+
     @property
     def splat(self):
+        """The method's settings (``--splat.*``)."""
         return self.config.splat
+
+    def render_losses(self, out: dict, cam: Cameras, step) -> dict:
+        """Terms the method computes from its own training render (none for 3D Gaussians)."""
+        return {}
 
     def __call__(self, state: dict, data: RayData, key):
         """Render a crop and score it (`total`: one scene, or two with co-training), then
@@ -275,7 +283,7 @@ class TrainStep:
         means, scales, quats, opacities = gs.activated(params)
         if key is not None and self.splat.drop is not None:
             alive, opacities = self.splat.drop.apply(alive, opacities, key, step / self.config.steps)
-        return rasterize(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset)
+        return self.rasterizer(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset)
 
     def losses(self, params, offset, alive, data, key, step):
         """``(sum, (losses by name, mse, visible, crop size, overflow))``: the 3DGS colour
@@ -288,7 +296,7 @@ class TrainStep:
         batch |= {} if alpha is None else {"alpha": alpha.reshape(-1)}
         inputs = LossInputs(rays, batch, step, views=data, keypoints=crop_keypoints(data, view, cam, out, self.factor),
                             binocular=self.shifted_view(params, alive, cam, bg, step, rays, batch, key))
-        losses = {"rgb": l1_dssim(out["rgb"], target, self.splat.ssim_weight)}
+        losses = {"rgb": l1_dssim(out["rgb"], target, self.splat.ssim_weight)} | self.render_losses(out, cam, step)
         losses |= {n: t.weight_at(step) * t(inputs) for n, t in self.terms.items()
                    if "patches" not in t.needs and ("alpha" not in t.needs or alpha is not None)}
         losses |= self.unseen_losses(params, alive, data, jax.random.fold_in(key, 1), step)

@@ -43,22 +43,28 @@ T_MIN = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
-class SplatRenderConfig:
-    """Rasterizer settings."""
+class TileConfig:
+    """How a tile rasterizer bins and composites its primitives (Gaussians or surfels)."""
 
     tile_size: int = 16
     """B: tiles are B x B pixels."""
     tile_capacity: int = 256
-    """K: at most this many Gaussians (the nearest) per tile; a multiple of ``chunk``."""
+    """K: at most this many primitives (the nearest) per tile; a multiple of ``chunk``."""
     chunk: int = 32
-    """Gaussians per tile composited per loop iteration (memory: pixels x chunk)."""
+    """Primitives per tile composited per loop iteration (memory: pixels x chunk)."""
     tile_group: int = 16
     """Tiles composited together; each group stops at its own longest list."""
     pairs_per_gaussian: float = 8.0
-    """(tile, Gaussian) pair budget, times the capacity N, and at most tiles x K (more
+    """(tile, primitive) pair budget, times the capacity N, and at most tiles x K (more
     pairs than that overflow some tile anyway); the farthest pairs drop first."""
     near: float = 0.01
-    """Gaussians closer than this view depth (world units) are culled."""
+    """Primitives closer than this view depth (world units) are culled."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplatRenderConfig(TileConfig):
+    """Rasterizer settings."""
+
     dilation: float = 0.3
     """Added to the 2D covariance's diagonal (pixels^2): a pixel-sized low-pass filter."""
 
@@ -160,19 +166,29 @@ def depth_order(depth: Float[Array, " N"], visible: jax.Array) -> Int[Array, " N
 
 
 def bin_tiles(proj: Projected, width: int, height: int, config: SplatRenderConfig):
-    """Per-tile lists of the nearest ``K`` Gaussians touching each tile, near to far.
+    """Per-tile lists of the nearest ``K`` Gaussians touching each tile, near to far
+    (`bin_boxes` of the projected extents)."""
+    return bin_boxes(proj.mean2d, proj.extent, proj.depth, proj.visible, width, height, config)
 
-    Every visible Gaussian emits one pair per tile its extent box touches, in global
+
+def bin_boxes(center: Float[Array, "N 2"], extent: Float[Array, "N 2"], depth: Float[Array, " N"],
+              visible: jax.Array, width: int, height: int, config):
+    """Per-tile lists of the nearest ``K`` primitives whose screen box ``center +- extent``
+    (pixels) touches each tile, near to far by ``depth``; ``config`` gives ``tile_size``,
+    ``tile_capacity`` and ``pairs_per_gaussian`` (`SplatRenderConfig`, or the surfel
+    rasterizer's config).
+
+    Every visible primitive emits one pair per tile its box touches, in global
     depth order, into a budget of ``P = min(pairs_per_gaussian N, T K)`` pairs (a crop of a
     large scene needs far fewer than the whole view); pairs are sorted by
     the single integer key ``tile << b | depth_rank`` (``2^b >= N``), which keeps depth
     order inside each tile.
 
     Returns:
-        ``ids [T, K]`` Gaussian indices, ``valid [T, K]``, and ``overflow``: pairs lost to
+        ``ids [T, K]`` primitive indices, ``valid [T, K]``, and ``overflow``: pairs lost to
         the budget plus list entries beyond ``K`` (0 means the lists are exact).
     """
-    n = proj.depth.shape[0]
+    n = depth.shape[0]
     size, cap = config.tile_size, config.tile_capacity
     tiles_x, tiles_y = -(-width // size), -(-height // size)
     num_tiles = tiles_x * tiles_y
@@ -180,13 +196,13 @@ def bin_tiles(proj: Projected, width: int, height: int, config: SplatRenderConfi
     if num_tiles << bits >= 2**31:
         raise ValueError(f"{num_tiles} tiles x 2^{bits} Gaussians do not fit a 32-bit sort key")
     budget = max(min(int(config.pairs_per_gaussian * n), num_tiles * cap), num_tiles)
-    lo = jnp.floor((proj.mean2d - proj.extent) / size).astype(jnp.int32)
-    hi = jnp.floor((proj.mean2d + proj.extent) / size).astype(jnp.int32)
+    lo = jnp.floor((center - extent) / size).astype(jnp.int32)
+    hi = jnp.floor((center + extent) / size).astype(jnp.int32)
     lo = jnp.clip(lo, 0, jnp.array([tiles_x - 1, tiles_y - 1]))
     hi = jnp.clip(hi, 0, jnp.array([tiles_x - 1, tiles_y - 1]))
     span = hi - lo + 1
-    order = depth_order(proj.depth, proj.visible)
-    count = jnp.where(proj.visible, span[:, 0] * span[:, 1], 0)[order]
+    order = depth_order(depth, visible)
+    count = jnp.where(visible, span[:, 0] * span[:, 1], 0)[order]
     ends = jnp.cumsum(count)
     starts = ends - count
     rank_of_pair = jax.lax.cummax(
@@ -234,7 +250,7 @@ def _chunk_alpha(pix, mean, conic, opac, valid):
     return jnp.where(keep, jnp.minimum(raw, ALPHA_MAX), 0.0), gauss, dx, dy, raw
 
 
-def _chunk_weights(alpha, log_t, done, tri):
+def chunk_weights(alpha, log_t, done, tri):
     """Front-to-back weights ``w_i = alpha_i T_i`` of one chunk given the transmittance
     before it; also returns which entries count, ``T_i``, and the carried state.
 
@@ -254,7 +270,7 @@ def _slice(x, start, size):
     return jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)
 
 
-def _grouped(group, count, *arrays):
+def group_tiles(group, count, *arrays):
     """Tiles reordered by list length, longest first, and padded to whole groups of
     ``group`` tiles (at most all of them; padding tiles have empty lists): the group
     size, ``order``, the gather indices ``take`` (``order`` padded), the padded counts,
@@ -269,8 +285,8 @@ def _grouped(group, count, *arrays):
     return group, order, take, count, tuple(x[take] for x in arrays)
 
 
-def _ungroup(order, x, tiles):
-    """Inverse of `_grouped` on an output ``[padded, ...]``."""
+def ungroup_tiles(order, x, tiles):
+    """Inverse of `group_tiles` on an output ``[padded, ...]``."""
     return jnp.zeros((tiles, *x.shape[1:]), x.dtype).at[order].set(x[:tiles])
 
 
@@ -307,7 +323,7 @@ def composite_tiles(chunk, group, pix, mean, conic, opac, feat, valid, backgroun
 def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background):
     tiles, pixels = pix.shape[:2]
     tri = jnp.triu(jnp.ones((chunk, chunk), pix.dtype))
-    group, order, take, count, (gpix, gmean, gconic, gopac, gfeat, gvalid) = _grouped(
+    group, order, take, count, (gpix, gmean, gconic, gopac, gfeat, gvalid) = group_tiles(
         group, jnp.sum(valid, -1), pix, mean, conic, opac, feat, valid)
     nf = feat.shape[-1]
 
@@ -321,7 +337,7 @@ def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background
             s = k * chunk
             alpha = _chunk_alpha(p, _slice(m, s, chunk), _slice(cn, s, chunk), _slice(op, s, chunk),
                                  _slice(v, s, chunk))[0]
-            w, _, _, log_t, done = _chunk_weights(alpha, log_t, done, tri)
+            w, _, _, log_t, done = chunk_weights(alpha, log_t, done, tri)
             acc = acc + jnp.einsum("tpc,tcf->tpf", w, _slice(ft, s, chunk))
             return k + 1, acc, log_t, done
 
@@ -335,8 +351,8 @@ def _composite_fwd(chunk, group, pix, mean, conic, opac, feat, valid, background
     padded = count.shape[0]
     acc, log_t = jax.lax.fori_loop(0, padded // group, one_group, (
         jnp.zeros((padded, pixels, nf), pix.dtype), jnp.zeros((padded, pixels), pix.dtype)))
-    t_final = jnp.exp(_ungroup(order, log_t, tiles))
-    out = _ungroup(order, acc, tiles) + t_final[..., None] * background
+    t_final = jnp.exp(ungroup_tiles(order, log_t, tiles))
+    out = ungroup_tiles(order, acc, tiles) + t_final[..., None] * background
     grouped = (gpix, gmean, gconic, gopac, gfeat, gvalid)
     return (out, t_final), (order, take, count, grouped, background, out, t_final)
 
@@ -363,7 +379,7 @@ def _composite_bwd(chunk, group, res, cotangents):
             s = k * chunk
             m, cn, op, ft = (_slice(x, s, chunk) for x in (m_all, cn_all, op_all, ft_all))
             alpha, gauss, dx, dy, raw = _chunk_alpha(p, m, cn, op, _slice(v_all, s, chunk))
-            w, use, t_i, log_t_next, done = _chunk_weights(alpha, log_t, done, tri)
+            w, use, t_i, log_t_next, done = chunk_weights(alpha, log_t, done, tri)
             gf = jnp.einsum("tpf,tcf->tpc", go, ft)
             behind = gc[..., None] - before[..., None] - (w * gf) @ tri
             d_alpha = t_i * gf - (behind + gt[..., None]) / (1.0 - alpha)
@@ -388,7 +404,7 @@ def _composite_bwd(chunk, group, res, cotangents):
 
     grads = tuple(jnp.zeros_like(x) for x in (gmean, gconic, gopac, gfeat))
     grads = jax.lax.fori_loop(0, count.shape[0] // group, one_group, grads)
-    grads = tuple(_ungroup(order, g, tiles) for g in grads)
+    grads = tuple(ungroup_tiles(order, g, tiles) for g in grads)
     d_background = jnp.sum(g_out * t_final[..., None], (0, 1))
     return (None, *grads, None, d_background)
 

@@ -40,3 +40,12 @@ def test_the_rays_must_split_evenly_over_the_devices():
     assert train.check_devices(config, 4) is config
     with pytest.raises(UsageError, match="--rays-per-batch 100: must be a multiple of the 3 devices"):
         train.check_devices(config, 3)
+
+
+def test_bbox_flag_replaces_the_datasets_box(scene):
+    config = dataclasses.replace(PRESETS["default"], data=scene, bbox=(-0.5, -0.5, -0.25, 0.5, 0.5, 0.75))
+    _, views, _ = train.prepare(config)
+    np.testing.assert_allclose(views.scene.bbox, [[-0.5, -0.5, -0.25], [0.5, 0.5, 0.75]])
+    inverted = dataclasses.replace(config, bbox=(1, 0, 0, 0, 1, 1))
+    with pytest.raises(Exception, match="every min must be below its max"):
+        train.prepare(inverted)

@@ -198,3 +198,16 @@ def _camera(model: str, params: list[float]):
 
 def test_camera_models_are_those_the_loader_reads():
     assert set(typing.get_args(CameraModel)) == set(SUPPORTED_MODELS)
+
+
+def test_poses_command_writes_a_dataset_train_reads(capture, tmp_path, cli):
+    """``sparsefield poses IMAGES --out DATA`` with SfM flags, as a user types it."""
+    photos, truth = capture
+    out = tmp_path / "data"
+    done = cli("poses", photos, "--out", out, "--num-threads", 1, "--matcher", "sequential")
+    assert f"train on it: sparsefield train --data {out}" in done.stdout
+    assert sorted(load_scene(out).names) == sorted(f"images/{name}" for name in truth)
+    refused = cli("poses", photos, "--out", out, check=False)  # not empty now
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    typo = cli("poses", photos, "--out", tmp_path / "other", "--matchr", "sequential", check=False)
+    assert typo.returncode == 2 and "did you mean --matcher" in typo.stderr
