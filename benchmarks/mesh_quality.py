@@ -29,6 +29,13 @@ THRESHOLDS = (0.005, 0.01)
 
 
 def score_run(run: Path, route: str, resolution: int, points: int) -> dict:
+    """One run's mesh by ``route`` scored against the truth; kept in ``mesh_ROUTE.json``
+    beside the run, so that a second call with the same settings reads it back."""
+    saved = run / f"mesh_{route}.json"
+    if saved.exists():
+        row = json.loads(saved.read_text())
+        if (row.get("resolution"), row.get("points")) == (resolution, points):
+            return row
     from sparsefield.outputs import ExportArgs, export_mesh
     from sparsefield.renderers.mesh import sample_points, surface_scores
     from sparsefield.runs import load_config
@@ -48,20 +55,42 @@ def score_run(run: Path, route: str, resolution: int, points: int) -> dict:
     for t in THRESHOLDS:
         for key in ("precision", "recall", "f"):
             named[f"{key}@{100 * t:g}%"] = scores[f"{key}@{t * diagonal:g}"]
-    return {"method": config.method, "views": len(facts["train_view_ids"]), "scene": Path(config.data).name,
-            "route": route, "seconds": seconds, **named}
+    train_seconds = json.loads((run / "metrics.json").read_text()).get("train_seconds", float("nan"))
+    row = {"recipe": run.parent.name, "method": config.method, "views": len(facts["train_view_ids"]),
+            "scene": Path(config.data).name, "route": route, "seconds": seconds, "train_seconds": train_seconds,
+            "resolution": resolution, "points": points, **named}
+    saved.write_text(json.dumps(row))
+    return row
 
 
 def table(rows: list[dict]) -> str:
     keys = ["chamfer", *(f"{k}@{100 * t:g}%" for t in THRESHOLDS for k in ("precision", "recall", "f"))]
-    head = "| method | route | views | runs | Chamfer % | " + " | ".join(keys[1:]) + " | export s |"
-    lines = [head, "|" + "---|" * (len(keys) + 5)]
-    groups = sorted({(r["method"], r["route"], r["views"]) for r in rows})
-    for method, route, views in groups:
-        sel = [r for r in rows if (r["method"], r["route"], r["views"]) == (method, route, views)]
-        cells = [f"{np.mean([r[k] for r in sel]):.3f}" for k in keys]
-        lines.append(f"| {method} | {route} | {views} | {len(sel)} | " + " | ".join(cells)
-                     + f" | {np.mean([r['seconds'] for r in sel]):.0f} |")
+    head = "| recipe (method) | route | views | runs | Chamfer % | " + " | ".join(keys[1:]) + " | train s | export s |"
+    lines = [head, "|" + "---|" * (len(keys) + 6)]
+    groups = sorted({(r["views"], r["recipe"], r["method"], r["route"]) for r in rows})
+    for views, recipe, method, route in groups:
+        sel = [r for r in rows if (r["views"], r["recipe"], r["method"], r["route"]) == (views, recipe, method, route)]
+        chamfer = [r["chamfer"] for r in sel]
+        cells = [f"{np.mean(chamfer):.2f} ± {np.std(chamfer):.2f}"]
+        cells += [f"{np.mean([r[k] for r in sel]):.3f}" for k in keys[1:]]
+        lines.append(f"| {recipe} ({method}) | {route} | {views} | {len(sel)} | " + " | ".join(cells)
+                     + f" | {np.mean([r['train_seconds'] for r in sel]):.0f} | {np.mean([r['seconds'] for r in sel]):.0f} |")
+    return "\n".join(lines)
+
+
+def per_scene(rows: list[dict]) -> str:
+    """Chamfer % and F@0.5% of each run: scene x (recipe, route, views)."""
+    columns = sorted({(r["views"], r["recipe"], r["route"]) for r in rows})
+    scenes = sorted({r["scene"] for r in rows})
+    lines = ["| scene | " + " | ".join(f"{rc} {rt} {v}v" for v, rc, rt in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for scene in scenes:
+        cells = []
+        for v, rc, rt in columns:
+            sel = [r for r in rows if (r["scene"], r["views"], r["recipe"], r["route"]) == (scene, v, rc, rt)]
+            cells.append(f"{np.mean([r['chamfer'] for r in sel]):.2f} / {np.mean([r['f@0.5%'] for r in sel]):.2f}"
+                         if sel else "")
+        lines.append(f"| {scene} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -72,15 +101,18 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256, help="grid points along the box's longest axis")
     parser.add_argument("--points", type=int, default=200_000, help="points sampled on each mesh")
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--recipes", nargs="+", default=None, help="only runs under folders of these names")
     args = parser.parse_args()
     runs = sorted({m.parent for root in args.runs for m in ([root / "metrics.json"] if (root / "metrics.json").exists()
                                                                else root.rglob("metrics.json"))})
+    if args.recipes is not None:
+        runs = [run for run in runs if run.parent.name in args.recipes]
     rows = []
     for run in runs:
         for route in args.routes:
             rows.append({"run": str(run), **score_run(run, route, args.resolution, args.points)})
             print(json.dumps(rows[-1]), flush=True)
-    text = table(rows)
+    text = table(rows) + "\n\nPer scene, Chamfer % / F@0.5%:\n\n" + per_scene(rows)
     print(text)
     if args.doc is not None:
         args.doc.write_text(f"# Meshes\n\n`python benchmarks/mesh_quality.py {' '.join(map(str, args.runs))}`\n\n{text}\n")
