@@ -6,6 +6,7 @@ writes the tables to ``docs/fewshot.md``.
     python benchmarks/fewshot.py                                    # the recipes in RECIPES, whole suite
     python benchmarks/fewshot.py --recipes nerf-fewshot splat-fewshot --views 3 8 --seeds 0
     python benchmarks/fewshot.py --scenes demo glossy --views 3 -- --steps 500   # flags after -- go to every run
+    python benchmarks/fewshot.py --collect --doc docs/fewshot.md     # tabulate the finished runs only
 
 A recipe is the command-line flags a user would type (`RECIPES`; ``--extra NAME=FLAGS``
 adds one). Scenes are the demo scene and the generator's suite
@@ -70,15 +71,22 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def table(results: list[dict], recipes: list[str], views: list[int]) -> str:
-    """The markdown table: one row per recipe and view count, mean ± std over scenes and seeds."""
-    lines = ["| recipe | views | PSNR (dB) | SSIM | LPIPS | train s | runs |", "|---|---|---|---|---|---|---|"]
+    """The markdown table: one row per recipe and view count, mean ± std over scenes and
+    seeds, and the paired PSNR difference to the first recipe over the runs both have."""
+    base = recipes[0]
+    lines = [f"| recipe | views | PSNR (dB) | vs {base} (paired) | SSIM | LPIPS | train s | runs |",
+             "|---|---|---|---|---|---|---|---|"]
     for v in views:
         for r in recipes:
             rows = [x for x in results if x["recipe"] == r and x["views"] == v]
             if not rows:
                 continue
             s = summarise(rows)
-            lines.append(f"| {r} | {v} | {s['psnr'][0]:.2f} ± {s['psnr'][1]:.2f} | {s['ssim'][0]:.3f} ± "
+            ref = {(x["scene"], x["seed"]): x["psnr"] for x in results if x["recipe"] == base and x["views"] == v}
+            deltas = [x["psnr"] - ref[x["scene"], x["seed"]] for x in rows if (x["scene"], x["seed"]) in ref]
+            paired = (f"{np.mean(deltas):+.2f} ± {np.std(deltas):.2f} (better on {sum(d > 0 for d in deltas)} of "
+                      f"{len(deltas)})") if deltas and r != base else ""
+            lines.append(f"| {r} | {v} | {s['psnr'][0]:.2f} ± {s['psnr'][1]:.2f} | {paired} | {s['ssim'][0]:.3f} ± "
                          f"{s['ssim'][1]:.3f} | {s['lpips'][0]:.3f} ± {s['lpips'][1]:.3f} | "
                          f"{s['train_seconds'][0]:.0f} ± {s['train_seconds'][1]:.0f} | {len(rows)} |")
     return "\n".join(lines)
@@ -108,6 +116,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=200, help="image side of the generated scenes")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fewshot"))
     parser.add_argument("--doc", type=Path, default=None, help="also write the tables here (docs/fewshot.md)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the finished runs under --out (a partial protocol)")
     parser.add_argument("flags", nargs="*", help="flags for every run (after --)")
     args = parser.parse_args()
     recipes = dict(RECIPES)
@@ -125,6 +135,8 @@ def main() -> None:
             for seed in args.seeds:
                 for name in names:
                     out = args.out / name / f"{scene}-{views}v-s{seed}"
+                    if args.collect and not (out / "metrics.json").exists():
+                        continue
                     m = run_one(recipes[name] + args.flags, data, views, seed, out)
                     results.append({"recipe": name, "scene": scene, "views": views, "seed": seed, **m})
     args.out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from ..fields import splat_files
 from ..fields.gaussians import GaussianConfig
 from ..losses.base import usable_terms
 from ..renderers.densify import DensifyConfig, DensifyStrategy
-from ..renderers.splatting import SplatRenderConfig, covariance3d, rasterize
+from ..renderers.splatting import SplatRenderConfig, quat_to_rotmat, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
 from .splat_step import CoTraining, DropGaussian, OpacityDecay, fields_of, make_optimizer, make_train_step
@@ -274,14 +274,16 @@ def opacity_field(params: dict, alive, neighbours: int = 16):
     keep = np.asarray(alive)
     means = np.asarray(params["means"])[keep]
     opac = np.asarray(jax.nn.sigmoid(params["logit_opacities"]))[keep]
-    cov = np.asarray(covariance3d(jnp.exp(params["log_scales"]), params["quats"]))[keep]
-    inv = np.linalg.inv(cov + 1e-10 * np.eye(3))
+    rot = np.asarray(quat_to_rotmat(jnp.asarray(params["quats"])), np.float64)[keep]
+    inv_scales = np.exp(-np.asarray(params["log_scales"], np.float64))[keep]
+    frames = np.swapaxes(rot, -1, -2) * inv_scales[:, :, None]  # rows R[:, i] / s_i: Sigma^-1 = F^T F, exactly PD
     tree = cKDTree(means)
 
     def fn(x):
-        _, idx = tree.query(np.asarray(x), k=min(neighbours, len(means)))
-        d = np.asarray(x)[:, None, :] - means[idx]
-        m = np.einsum("nki,nkij,nkj->nk", d, inv[idx], d)
-        return np.sum(opac[idx] * np.exp(-0.5 * m), -1).astype(np.float32)
+        x = np.asarray(x)
+        _, idx = tree.query(x, k=min(neighbours, len(means)))
+        idx = idx.reshape(len(x), -1)  # k = 1 drops the neighbour axis
+        local = np.einsum("nkij,nkj->nki", frames[idx], x[:, None, :] - means[idx])
+        return np.sum(opac[idx] * np.exp(-0.5 * np.sum(local * local, -1)), -1).astype(np.float32)
 
     return fn
