@@ -179,15 +179,6 @@ class OpacityDecay:
     """lambda: multiplier of every opacity per step."""
     stop: float = 0.9
     """Fraction of the run after which opacities are left alone (they settle)."""
-    max_views: int | None = None
-    """On only when the run trains on at most this many views (None: always). Floaters
-    come from views too few to pin a Gaussian down; with more views the decay also thins
-    what the views do see (demo scene, 8 views, 400 px: 26.82 dB with lambda 0.98 against
-    27.22 without)."""
-
-    def applies(self, views: int) -> bool:
-        """Whether the decay is on for a run on ``views`` training views."""
-        return self.max_views is None or views <= self.max_views
 
     def apply(self, logits, progress):
         """``logit(lambda sigmoid(l))`` until ``stop``."""
@@ -242,22 +233,21 @@ class TrainStep:
         (loss, (losses, stats)), (grads, grad2d) = jax.value_and_grad(self.total, argnums=(0, 1), has_aux=True)(
             params, offsets, alive, data, key, state["step"])
         progress = state["step"] / self.config.steps
-        views = data.images.shape[0]
-        updated = {n: self.update(fields[n], grads[n], grad2d[n], stats[n], progress, views) for n in fields}
+        updated = {n: self.update(fields[n], grads[n], grad2d[n], stats[n], progress) for n in fields}
         mse, _, _, overflow = stats["main"]
         metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(mse), "gaussians": jnp.sum(state["alive"]),
                    "overflow": overflow.astype(jnp.float32), **{f"loss_{k}": v for k, v in losses.items()}}
         new = {"step": state["step"] + 1, **updated["main"]} | ({"twin": updated["twin"]} if "twin" in updated else {})
         return new, metrics
 
-    def update(self, field: dict, grads, grad2d, stats, progress, views: int) -> dict:
-        """One scene's Adam step with 3DGS's per-parameter learning rates, opacity decay
-        (where it applies to ``views`` training views), and its densification statistics."""
+    def update(self, field: dict, grads, grad2d, stats, progress) -> dict:
+        """One scene's Adam step with 3DGS's per-parameter learning rates, opacity decay,
+        and its densification statistics."""
         updates, opt_state = make_optimizer().update(grads, field["optimizer"])
         extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
         lrs = learning_rates(self.splat, extent, progress)
         params = {k: v - lrs[k] * updates[k] for k, v in field["params"].items()}
-        if self.splat.opacity_decay is not None and self.splat.opacity_decay.applies(views):
+        if self.splat.opacity_decay is not None:
             params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
         _, visible, size, _ = stats
         densify = accumulate(field["densify"], grad2d, visible, 0.5 * size)

@@ -1,15 +1,11 @@
 """The Gaussian path's sparse-view components: DropGaussian drops the stated share and
-keeps the expected opacity; opacity decay multiplies every opacity, and stops, and the
-few-shot preset's is on only for few views."""
+keeps the expected opacity; opacity decay multiplies every opacity, and stops."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsefield.config import PRESETS
-from sparsefield.fields import gaussians as gs
-from sparsefield.methods.splat import state_from
-from sparsefield.methods.splat_step import DropGaussian, OpacityDecay, TrainStep
+from sparsefield.methods.splat_step import DropGaussian, OpacityDecay
 
 
 def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
@@ -31,24 +27,6 @@ def test_opacity_decay_multiplies_the_opacity_until_it_stops():
     decay = OpacityDecay(factor=0.9, stop=0.5)
     np.testing.assert_allclose(jax.nn.sigmoid(decay.apply(logits, 0.2)), 0.9 * jax.nn.sigmoid(logits), rtol=1e-5)
     np.testing.assert_array_equal(decay.apply(logits, 0.6), logits)
-
-
-def test_the_presets_decay_is_on_only_for_few_views():
-    """`--preset fewshot` decays opacities from 3 views and leaves 8-view runs alone."""
-    config = PRESETS["fewshot"]
-    assert config.splat.opacity_decay.applies(4) and not config.splat.opacity_decay.applies(5)
-    params, alive = gs.make_params(np.random.default_rng(0).uniform(-1, 1, (6, 3)), np.zeros((6, 3)), 8, 0.5)
-    field = state_from(params, alive)
-    field = {k: field[k] for k in ("params", "optimizer", "alive", "densify")}
-    step = TrainStep(config, np.array([[-1.0] * 3, [1.0] * 3]), {})
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, field["params"])
-    stats = (jnp.float32(0.0), jnp.zeros(8, bool), 100, jnp.int32(0))
-    grad2d = jnp.zeros((8, 2))
-    few = step.update(field, zeros, grad2d, stats, 0.1, views=3)["params"]["logit_opacities"]
-    many = step.update(field, zeros, grad2d, stats, 0.1, views=8)["params"]["logit_opacities"]
-    o = jax.nn.sigmoid(field["params"]["logit_opacities"])
-    np.testing.assert_allclose(jax.nn.sigmoid(few)[:6], 0.98 * o[:6], rtol=1e-5)  # 6 live, 2 empty slots
-    np.testing.assert_allclose(many, field["params"]["logit_opacities"], rtol=1e-6)
 
 
 def test_co_pruning_kills_what_the_other_scene_lacks():
