@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -145,7 +146,7 @@ def main() -> None:
     print(summary + "\n\n" + scenes)
     if args.doc is None:
         return
-    command = " ".join(["python benchmarks/fewshot.py", *sys.argv[1:]])
+    command = "python benchmarks/fewshot.py " + shlex.join(sys.argv[1:])
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(f"# Few-shot suite\n\n`{command}`\n\n{summary}\n\nTest PSNR per scene (mean over seeds):\n\n"
                         f"{scenes}\n\nRecipes:\n\n" + "\n".join(f"- `{n}`: `{' '.join(recipes[n]) or '(defaults)'}`"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -102,11 +104,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200_000, help="points sampled on each mesh")
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here")
     parser.add_argument("--recipes", nargs="+", default=None, help="only runs under folders of these names")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="only runs of these seeds (folders named ...-s<seed>, as benchmarks/fewshot.py writes)")
     args = parser.parse_args()
     runs = sorted({m.parent for root in args.runs for m in ([root / "metrics.json"] if (root / "metrics.json").exists()
                                                                else root.rglob("metrics.json"))})
     if args.recipes is not None:
         runs = [run for run in runs if run.parent.name in args.recipes]
+    if args.seeds is not None:
+        runs = [run for run in runs if any(run.name.endswith(f"-s{seed}") for seed in args.seeds)]
     rows = []
     for run in runs:
         for route in args.routes:
@@ -115,7 +121,8 @@ def main() -> None:
     text = table(rows) + "\n\nPer scene, Chamfer % / F@0.5%:\n\n" + per_scene(rows)
     print(text)
     if args.doc is not None:
-        args.doc.write_text(f"# Meshes\n\n`python benchmarks/mesh_quality.py {' '.join(map(str, args.runs))}`\n\n{text}\n")
+        command = "python benchmarks/mesh_quality.py " + shlex.join(sys.argv[1:])
+        args.doc.write_text(f"# Meshes\n\n`{command}`\n\n{text}\n")
 
 
 if __name__ == "__main__":
