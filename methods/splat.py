@@ -130,6 +130,24 @@ def co_prune(scenes: dict, co) -> dict:
     return out
 
 
+def densify_scene(method, settings: GaussianTraining, scene: dict, step: int, outside) -> dict:
+    """One densification of one Gaussian-family scene outside jit by ``method.strategy``
+    (may double its capacity; the step then retraces); ``outside(means)``, when given,
+    marks what the visual-hull cull removes. ``step`` seeds the random splits."""
+    info = {"alive": scene["alive"], "extent": scene_extent(method.bbox),
+            "max_capacity": settings.gaussians.max_capacity, "key": method.config.seed * 100003 + step}
+    if outside is not None:
+        info["outside"] = outside(scene["params"]["means"])
+    params, opt_state, dstate = method.strategy.update(scene["params"], scene["optimizer"], scene["densify"],
+                                                       step - step % settings.densify.every, info)
+    return {**scene, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
+
+
+def cull(scene: dict, outside) -> dict:
+    """``scene`` without the live Gaussians whose means ``outside`` marks."""
+    return {**scene, "alive": jnp.asarray(np.asarray(scene["alive"]) & ~outside(scene["params"]["means"]))}
+
+
 class SplatMethod(Method):
     """``--method splat`` (see the module docstring)."""
 
@@ -190,22 +208,14 @@ class SplatMethod(Method):
             scenes = {n: self.densify(f, done + 7919 * i, outside) for i, (n, f) in enumerate(scenes.items())}
             scenes = co_prune(scenes, sc.co_training)
         elif outside is not None and (done % sc.densify.every == 0 or done == self.config.steps):
-            scenes = {n: {**f, "alive": jnp.asarray(np.asarray(f["alive"]) & ~outside(f["params"]["means"]))}
-                      for n, f in scenes.items()}
+            scenes = {n: cull(f, outside) for n, f in scenes.items()}
         else:
             return state
         return {**state, **scenes["main"]} | ({"twin": scenes["twin"]} if "twin" in scenes else {})
 
     def densify(self, scene: dict, step: int, outside) -> dict:
-        """One densification of one scene outside jit (may double its capacity; the step
-        then retraces). ``step`` seeds the random splits."""
-        info = {"alive": scene["alive"], "extent": scene_extent(self.bbox),
-                "max_capacity": self.config.splat.gaussians.max_capacity, "key": self.config.seed * 100003 + step}
-        if outside is not None:
-            info["outside"] = outside(scene["params"]["means"])
-        params, opt_state, dstate = self.strategy.update(scene["params"], scene["optimizer"], scene["densify"],
-                                                         step - step % self.config.splat.densify.every, info)
-        return {**scene, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
+        """One densification of one scene (`densify_scene`); ``step`` seeds the random splits."""
+        return densify_scene(self, self.config.splat, scene, step, outside)
 
     def num_params(self, state: dict) -> int:
         return int(np.sum(np.asarray(state["alive"]))) * PARAMS_PER_GAUSSIAN

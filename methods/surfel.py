@@ -36,7 +36,7 @@ from ..renderers.splatting import quat_to_rotmat
 from ..renderers.surfels import SurfelRenderConfig, rasterize
 from . import surfel_ply
 from .base import Method, SurfaceField, TrainViews
-from .splat import GaussianTraining, SplatConfig, scene_extent
+from .splat import GaussianTraining, SplatConfig, cull, densify_scene
 from .splat_seed import outside_hull, seed_points
 from .splat_step import make_optimizer
 from .surfel_step import make_train_step
@@ -147,15 +147,9 @@ class SurfelMethod(Method):
         sc = self.config.surfel
         outside = (lambda means: outside_hull(means, views, sc.min_views)) if sc.hull_cull else None
         if self.strategy.due(done):
-            info = {"alive": state["alive"], "extent": scene_extent(self.bbox),
-                    "max_capacity": sc.gaussians.max_capacity, "key": self.config.seed * 100003 + done}
-            if outside is not None:
-                info["outside"] = outside(state["params"]["means"])
-            params, opt_state, dstate = self.strategy.update(state["params"], state["optimizer"], state["densify"],
-                                                             done, info)
-            return {**state, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
+            return densify_scene(self, sc, state, done, outside)
         if outside is not None and (done % sc.densify.every == 0 or done == self.config.steps):
-            state = {**state, "alive": jnp.asarray(np.asarray(state["alive"]) & ~outside(state["params"]["means"]))}
+            state = cull(state, outside)
         return self.prune_unseen(state, views) if done == self.config.steps and sc.prune_unseen > 0 else state
 
     def prune_unseen(self, state: dict, views: TrainViews) -> dict:
