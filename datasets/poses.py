@@ -198,19 +198,31 @@ def frustum_box(cameras: Cameras, near: float, far: float) -> np.ndarray:
 
 def points_box(points: np.ndarray) -> np.ndarray | None:
     """``[2, 3]`` box of sparse points (SfM's ``points3D``, nerfstudio's ``ply_file_path``):
-    the 0.5-99.5 percentile box padded by 5% per side (at least 1% of its longest side,
-    so a planar capture keeps some depth); None without points or when they all coincide.
+    the 0.5-99.5 percentile box of the `inlier_points`, padded by 5% per side (at least 1%
+    of its longest side, so a planar capture keeps some depth); None without points or
+    when they all coincide.
 
-    The percentiles drop the stray points every SfM model has; the pad gives back the
-    surface that the dropped extreme points sat on.
+    The stray points every SfM model has are dropped twice: far ones by `inlier_points`
+    (a percentile alone keeps them when they are more than 1% of the points: 24 photos of
+    the demo scene gave 19 of 943, and a box 1.5 to 2.4 times too large), the rest by the
+    percentiles; the pad gives back the surface that the dropped extreme points sat on.
     """
     if points is None or len(points) == 0:
         return None
-    lo, hi = np.percentile(np.asarray(points, np.float64), [0.5, 99.5], axis=0)
+    lo, hi = np.percentile(inlier_points(points), [0.5, 99.5], axis=0)
     if not np.max(hi - lo) > 0:
         return None
     pad = np.maximum(0.05 * (hi - lo), 0.01 * np.max(hi - lo))
     return np.stack([lo - pad, hi + pad]).astype(np.float32)
+
+
+def inlier_points(points: np.ndarray, spread: float = 2.0) -> np.ndarray:
+    """The points ``[P, 3]`` within ``spread`` times the 90th-percentile distance of
+    their median point: the scene, without the matches that landed far from it."""
+    points = np.asarray(points, np.float64)
+    distance = np.linalg.norm(points - np.median(points, axis=0), axis=-1)
+    keep = distance <= spread * np.percentile(distance, 90)
+    return points[keep] if keep.any() else points
 
 
 def fit_bounds(c2w: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, float, float]:

@@ -313,3 +313,13 @@ def test_with_box_overrides_the_loaders_box(colmap_scene):
                         ((0, 0, 0, 1, 1, float("nan")), "non-finite")):
         with pytest.raises(DatasetError, match=phrase):
             with_box(colmap_scene, bad)
+
+
+def test_points_box_drops_the_stray_points_of_an_sfm_model():
+    """2% of the points far from the scene (wrong matches) leave the box as it was."""
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(-1.0, 1.0, (980, 3))
+    strays = rng.normal(size=(20, 3)) * 8.0 + 6.0
+    clean = points_box(scene)
+    np.testing.assert_allclose(points_box(np.concatenate([scene, strays])), clean, atol=0.05)
+    np.testing.assert_allclose(clean, [[-1.1] * 3, [1.1] * 3], atol=0.05)  # the 5% pad
