@@ -269,3 +269,36 @@ def project_jnp(points: Float[Array, "N 3"], cameras: Cameras) -> tuple[Float[Ar
     u = cameras.fx * local[..., 0] / safe + cameras.cx
     v = -cameras.fy * local[..., 1] / safe + cameras.cy
     return jnp.stack([u, v], -1), depth
+
+
+def so3_exp(omega: Float[Array, "... 3"]) -> Float[Array, "... 3 3"]:
+    """Rotation matrices of axis-angle vectors (Rodrigues), smooth at zero:
+    ``exp([w]x) = I + a [w]x + b [w]x^2`` with ``a = sin t / t``, ``b = (1 - cos t) / t^2``,
+    ``t = |w|`` (their Taylor series below ``t = 1e-3``)."""
+    theta2 = jnp.sum(omega * omega, axis=-1)[..., None, None]
+    small = theta2 < 1e-6
+    safe = jnp.where(small, 1.0, theta2)
+    theta = jnp.sqrt(safe)
+    a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(theta) / theta)
+    b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(theta)) / safe)
+    x, y, z = omega[..., 0], omega[..., 1], omega[..., 2]
+    zero = jnp.zeros_like(x)
+    k = jnp.stack([jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1), jnp.stack([-y, x, zero], -1)], -2)
+    return jnp.eye(3) + a * k + b * (k @ k)
+
+
+def corrected_poses(c2w: Float[Array, "... 3 4"], delta: Float[Array, "... 6"], scale: float = 1.0) -> Float[Array, "... 3 4"]:
+    """Camera-to-world matrices moved by corrections in each camera's own frame:
+    ``R' = R exp(w)``, ``c' = c + R (scale v)`` for ``delta = (w, v)`` (rotation in
+    radians, translation in units of ``scale``); ``delta = 0`` leaves them unchanged."""
+    rot = c2w[..., :3, :3]
+    new_rot = rot @ so3_exp(delta[..., :3])
+    new_center = c2w[..., :3, 3] + jnp.einsum("...ij,...j->...i", rot, scale * delta[..., 3:])
+    return jnp.concatenate([new_rot, new_center[..., None]], axis=-1)
+
+
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees of the rotation between ``a [..., 3, 3]`` and ``b [..., 3, 3]``."""
+    rel = np.einsum("...ji,...jk->...ik", np.asarray(a, np.float64), np.asarray(b, np.float64))
+    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import tyro
 
+from .alignment import PoseAlignment
 from .cache import use_compile_cache
 from .config import (PRESETS, RunConfig, component_paths, config_classes, expected, get_path, inherit,
                      replace_path, strip_annotated, union_members)
@@ -349,11 +350,17 @@ class EvalArgs:
     """Run folder."""
     data: Path | None = None
     """Dataset folder (default: the run's)."""
+    align_poses: bool = False
+    """Align each test camera to its image before scoring (the scene frozen), as methods
+    that recover poses are scored: for poses from structure from motion (`sparsefield
+    poses`), whose test poses carry the same error as the training poses."""
+    align: PoseAlignment = PoseAlignment()
+    """How the test cameras are aligned (with --align-poses)."""
 
 
 def run_eval(args: list[str]) -> None:
     parsed = parse_flags(EvalArgs, args, "sparsefield eval")
-    evaluate_run(parsed.run, data=parsed.data)
+    evaluate_run(parsed.run, data=parsed.data, align=parsed.align if parsed.align_poses else None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -374,7 +381,8 @@ def run_poses(args: list[str]) -> None:
     parsed = parse_flags(PosesArgs, args, "sparsefield poses")
     sfm = SfmConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(SfmConfig)})
     result = estimate_poses(parsed.images, parsed.out, sfm)
-    print(f"train on it: sparsefield train --data {result.root}")
+    print(f"train on it: sparsefield train --data {result.root} --pose-refine pose-refinement\n"
+          f"and score it with the test cameras aligned: sparsefield eval --run RUN --align-poses")
 
 
 COMMANDS = {

@@ -30,6 +30,7 @@ from .losses.occlusion import Occlusion
 from .losses.opacity import MaskLoss
 from .losses.regularizers import Regularizers
 from .methods.optim import OptimConfig
+from .methods.pose_refinement import PoseRefinement
 from .methods.splat import SplatConfig
 from .methods.splat_step import OpacityDecay
 from .methods.surfel import SurfelConfig
@@ -101,6 +102,9 @@ class RunConfig:
     reg: Regularizers = Regularizers(distortion=Distortion())
     """Loss terms besides the colour loss (sparse-view regularizers); the distortion loss
     is on by default (it removes semi-transparent floaters: +0.1 dB on the demo scene)."""
+    pose_refine: PoseRefinement | None = None
+    """Refine the training cameras' poses with the scene (``--method nerf``), for poses
+    from structure from motion (`sparsefield poses`); off if None."""
     pruner: ADMMPruner | None = None
     """HollowNeRF's ADMM pruning of the field's saliency mask, then compaction of the
     tables (needs ``field.saliency``); off if None."""

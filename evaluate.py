@@ -8,9 +8,11 @@ import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
+import jax
 import numpy as np
 
 from . import metrics
+from .alignment import PoseAlignment, align_cameras
 from .datasets import SceneData, apply_protocol, get_protocol, load_scene
 from .datasets.protocols import ProtocolWarning
 from .files import atomic_write_json
@@ -67,10 +69,12 @@ def quick_eval(loaded: LoadedRun, scene: SceneData, step: int) -> dict:
 
 
 def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = None,
-                 train_seconds: float | None = None) -> dict:
+                 train_seconds: float | None = None, align: PoseAlignment | None = None) -> dict:
     """Render the test views (the protocol's, or the test split), write ``renders/test``,
     ``metrics.json`` and ``report.html``. A protocol with masked metrics (DTU) scores
-    inside the object masks (`score_frame`)."""
+    inside the object masks (`score_frame`). With ``align``, each test camera is first
+    aligned to its image (`sparsefield.alignment`; for poses from structure from motion),
+    and each frame records the correction."""
     if scene is None:  # first: a wrong --data is found before the run is loaded
         config, _ = load_config(run)
         scene = load_scene(data or config.data, scale=config.scale)
@@ -80,16 +84,19 @@ def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = 
     if len(test_ids) == 0:
         scene.split("test")  # raises DatasetError naming the empty split
     folder = Path(run) / "renders" / "test"
+    cameras, corrections = scene.cameras[test_ids], [{}] * len(test_ids)
+    if align is not None:
+        cameras, corrections = aligned_cameras(loaded, scene, test_ids, align)
     per_frame = []
     for k, i in enumerate(test_ids):
-        out = loaded.render(scene.cameras[int(i)], scene.background)
+        out = loaded.render(cameras[k], scene.background)
         save_frame(folder, f"{k:03d}", out)
         iio.imwrite(folder / f"{k:03d}_gt.png", to_uint8(scene.images[i]))
         m = score_frame(out["rgb"], scene.images[i], metric_mask(loaded.config, scene, int(i)))
         if "samples" in out:
             hit = out["opacity"] > 0
             m["samples_per_ray"] = float(out["samples"][hit].mean()) if hit.any() else 0.0
-        per_frame.append({"frame": k, "name": scene.names[i], **m})
+        per_frame.append({"frame": k, "name": scene.names[i], **m, **corrections[k]})
     summary = {key: float(np.mean([f[key] for f in per_frame])) for key in ("psnr", "ssim", "lpips")}
     result = {
         **summary,
@@ -101,10 +108,25 @@ def evaluate_run(run: Path, scene: SceneData | None = None, data: Path | None = 
         "devices": loaded.facts.get("devices", 1),
         "protocol": loaded.config.protocol,
         "masked": masked_metrics(loaded.config),
+        "aligned_poses": align is not None,
         "per_frame": per_frame,
     }
     atomic_write_json(Path(run) / "metrics.json", result, indent=2)  # strict: a NaN LPIPS is null
     write_report(Path(run), result, history)
+    aligned = ", poses aligned" if align is not None else ""
     print(f"test PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.3f}  LPIPS {result['lpips']:.3f}"
-          f"  ({len(per_frame)} views) -> {run}/metrics.json")
+          f"  ({len(per_frame)} views{aligned}) -> {run}/metrics.json")
     return result
+
+
+def aligned_cameras(loaded: LoadedRun, scene: SceneData, ids: np.ndarray, config: PoseAlignment):
+    """The test cameras ``ids`` aligned to their images, and per view the correction
+    (degrees, centre move in box diagonals) and the colour error before and after."""
+    found = align_cameras(loaded.method, loaded.state, scene.cameras[ids], scene.images[ids], scene.background,
+                          config)
+    for k, a in enumerate(found):
+        print(f"  view {k}: pose moved {a.rotation_deg:.3f} deg, {a.shift:.2%} of the box diagonal; "
+              f"MSE {a.mse_before:.5f} -> {a.mse_after:.5f}")
+    cameras = jax.tree_util.tree_map(lambda *c: np.stack([np.asarray(x) for x in c]), *[a.camera for a in found])
+    notes = [{"align_rotation_deg": a.rotation_deg, "align_shift": a.shift} for a in found]
+    return cameras, notes

@@ -17,6 +17,9 @@ the scene box, ``Method(config, bbox)``, and its state is a dict of named compon
     render(state, camera, background) -> {"rgb", "depth", "opacity", ...} (numpy)
     surface(state) -> SurfaceField             density and colour for marching cubes
     export(state, out) -> Path | None          the method's own file formats (None: not one)
+    pixel_renderer(state) -> fn(state, camera, ix, iy, background) -> (rgb, valid)
+                                               pixels, differentiable in the camera (aligning
+                                               test poses, `sparsefield.alignment`); optional
     num_params(state) -> int
     to_arrays(state) / from_arrays(arrays)     checkpoint packing by name
 
@@ -39,6 +42,7 @@ import numpy as np
 
 from .. import checkpoints
 from ..cameras import Cameras
+from ..errors import UsageError
 from ..datasets.batches import make_ray_data
 from ..datasets.scene import SceneData
 from ..datasets.triangulation import SparsePoints, TriangulationConfig, triangulate
@@ -95,8 +99,12 @@ class Method:
     """Metric names the progress bar shows besides loss and PSNR."""
     native_formats: ClassVar[tuple[str, ...]] = ()
     """File name endings `export` writes in the method's own formats (e.g. ``.spz``)."""
+    refines_poses: ClassVar[bool] = False
+    """Whether the method trains corrections of the training poses (``--pose-refine``)."""
 
     def __init__(self, config, bbox: np.ndarray):
+        if getattr(config, "pose_refine", None) is not None and not self.refines_poses:
+            raise UsageError(f"--pose-refine: --method {self.name} does not refine poses (--method nerf does)")
         self.config = config
         self.bbox = np.asarray(bbox, np.float64)
         self._steps: dict = {}
@@ -149,6 +157,13 @@ class Method:
         raise NotImplementedError
 
     def export(self, state: dict, out: Path) -> Path | None:
+        return None
+
+    def pixel_renderer(self, state: dict) -> Callable | None:
+        """``fn(state, camera, ix [N], iy [N], background) -> (rgb [N, 3], valid [N])``:
+        the colours of pixels (column ``ix``, row ``iy``) of one camera, jittable and
+        differentiable in ``camera.c2w``; ``valid`` marks the pixels rendered in full.
+        None (the default): the method has none, and test poses cannot be aligned."""
         return None
 
     def num_params(self, state: dict) -> int:

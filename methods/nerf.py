@@ -21,18 +21,20 @@ import numpy as np
 import optax
 
 from .. import checkpoints, parallel
+from ..cameras import pixel_rays
 from ..datasets.batches import make_ray_data
 from ..errors import UsageError
 from ..fields import pruning
 from ..fields.field import RadianceField
 from ..losses.base import usable_terms
 from ..renderers.mesh import DEFAULT_THRESHOLD
-from ..renderers.render import render_image
+from ..renderers.render import render_image, render_rays
 from ..renderers.spaces import NDC
 from ..samplers.base import EverySample
 from .base import Method, SurfaceField, TrainViews
 from .nerf_step import make_train_step
 from .optim import adam
+from .pose_refinement import correction_summary
 
 
 def at_step(config, step: int):
@@ -56,13 +58,18 @@ def make_field(config, bbox: np.ndarray) -> RadianceField:
 def make_optimizer(config) -> optax.GradientTransformation:
     """Adam (eps 1e-15) with linear warm-up then exponential decay over the run's steps.
     An encoding may ask for a larger step through ``lr_multiplier`` (DVGO trains its
-    voxel grids at 10x the MLP's learning rate)."""
+    voxel grids at 10x the MLP's learning rate); the training cameras' corrections
+    (``--pose-refine``) step at their own rate."""
     base = adam(config.optim, config.steps)
-    multiplier = getattr(config.field.encoding, "lr_multiplier", 1.0)
-    if multiplier == 1.0:
+    multipliers = {"encoding": getattr(config.field.encoding, "lr_multiplier", 1.0)}
+    if config.pose_refine is not None:
+        multipliers["poses"] = config.pose_refine.lr / config.optim.lr
+    multipliers = {k: m for k, m in multipliers.items() if m != 1.0}
+    if not multipliers:
         return base
     scale = optax.stateless(lambda updates, params=None: {
-        **updates, "encoding": jax.tree_util.tree_map(lambda u: u * multiplier, updates["encoding"])
+        **updates, **{k: jax.tree_util.tree_map(lambda u: u * m, updates[k])
+                      for k, m in multipliers.items() if k in updates}
     })
     return optax.chain(base, scale)
 
@@ -71,12 +78,15 @@ class RadianceFieldMethod(Method):
     """``--method nerf`` (see the module docstring)."""
 
     name = "nerf"
+    refines_poses = True
     supplies = frozenset({"samples", "patches", "alpha", "tables", "views", "keypoints", "density"})
 
     def __init__(self, config, bbox):
         super().__init__(config, bbox)
         if config.pruner is not None and config.field.saliency is None:
             raise UsageError("--pruner prunes the saliency mask: add field.saliency:saliency-mask")
+        if config.pose_refine is not None and jax.process_count() > 1:
+            raise UsageError("--pose-refine runs in one process (each process holds a share of the views)")
         self.sampler = config.occupancy if config.occupancy is not None else EverySample()
         # Warping through depth needs world distances: not NDC's (`renderers.spaces`)
         supplies = self.supplies - ({"views"} if isinstance(config.render.space, NDC) else set())
@@ -94,10 +104,13 @@ class RadianceFieldMethod(Method):
 
     # ---- training ------------------------------------------------------------------------
 
-    def fresh(self, step: int = 0) -> dict:
-        """New parameters, optimiser and sampler state for the config at ``step``."""
+    def fresh(self, step: int = 0, num_views: int = 0) -> dict:
+        """New parameters, optimiser and sampler state for the config at ``step``; with
+        ``--pose-refine``, zero corrections of ``num_views`` training cameras."""
         config = at_step(self.config, step)
         params = self.field(step).init(jax.random.PRNGKey(config.seed))
+        if config.pose_refine is not None:
+            params["poses"] = jnp.zeros((num_views, 6), jnp.float32)
         occ_params, occ_state = self.sampler.init(jax.random.PRNGKey(config.seed + 2))
         if occ_params is not None:  # trained with the field, by the same optimiser
             params["occupancy"] = occ_params
@@ -106,7 +119,7 @@ class RadianceFieldMethod(Method):
                 "occupancy": occ_state, "pruner": admm}
 
     def init(self, views: TrainViews) -> dict:
-        state = self.fresh()
+        state = self.fresh(num_views=len(views.ids))
         if self.config.render.space is None:  # carving projects world points, not a parameter space's
             occ, note = self.sampler.carve(state["occupancy"], views.cameras, views.masks, views.scene.bbox)
             state["occupancy"] = occ
@@ -163,9 +176,14 @@ class RadianceFieldMethod(Method):
         is unchanged), keep them as ``rows`` (checkpoints then store the kept rows only)
         and report the pruned parameter count. Without a pruner (or a grid encoding),
         nothing changes."""
+        facts = {}
+        if "poses" in state["params"]:
+            deltas = np.asarray(jax.device_get(state["params"]["poses"]))
+            print(correction_summary(deltas))
+            facts["pose_correction_deg"] = float(np.degrees(np.linalg.norm(deltas[:, :3], axis=-1)).mean())
         enc = self.config.field.encoding
         if self.config.pruner is None or not hasattr(enc, "spec"):
-            return state, {}
+            return state, facts
         state = parallel.to_host(state)
         live = pruning.live_cells(self.config.field.saliency, state["params"]["saliency"]["mask"])
         keep = pruning.reachable_rows(enc.spec, live)
@@ -173,7 +191,7 @@ class RadianceFieldMethod(Method):
         dense = self.num_params(state)
         pruned = pruning.count_pruned_params(state["params"], keep, enc.features)
         print(f"compaction: kept {keep.mean():.1%} of the table rows; {pruned:,} parameters (from {dense:,})")
-        return {**state, "rows": keep}, {"num_params_dense": dense, "num_params": pruned}
+        return {**state, "rows": keep}, {**facts, "num_params_dense": dense, "num_params": pruned}
 
     def num_params(self, state: dict) -> int:
         return super().num_params({"params": state["params"]})
@@ -188,6 +206,21 @@ class RadianceFieldMethod(Method):
         return render_image(field.__call__, state["params"], camera, self.bbox, self.occupancy(state),
                             self.config.render, background, parallel.local_mesh())
 
+    def pixel_renderer(self, state: dict):
+        """Rays through the pixel centres, marched as in training (no jitter) with a
+        budget of 16 field evaluations a ray (twice the default training batch's); rays
+        past it are not ``valid``."""
+        field, box, config = self.field(int(state["step"])), jnp.asarray(self.bbox, jnp.float32), self.config.render
+
+        def render(state, camera, ix, iy, background):
+            origins, directions = pixel_rays(camera, ix + 0.5, iy + 0.5)
+            budget = dataclasses.replace(config, sample_budget=16 * ix.shape[0])
+            out = render_rays(lambda x, d: field(state["params"], x, d), origins, directions,
+                              jnp.broadcast_to(background, origins.shape), box, self.occupancy(state), budget, None)
+            return out.rgb, out.complete
+
+        return render
+
     def surface(self, state: dict) -> SurfaceField:
         params, field = state["params"], self.field(int(state["step"]))
         return SurfaceField(jax.jit(lambda x: field.sigma(params, x)), jax.jit(lambda x, d: field(params, x, d)[1]),
@@ -197,7 +230,7 @@ class RadianceFieldMethod(Method):
 
     def template(self, arrays: dict) -> dict:
         step = int(arrays["step"]) if "step" in arrays else int(arrays.get("arr_0", 0))
-        return self.fresh(step)
+        return self.fresh(step, len(arrays.get("params/poses", ())))
 
     def legacy_layout(self) -> tuple[str, ...]:
         return ("step", "params", "optimizer", "occupancy", "pruner")

@@ -35,6 +35,7 @@ from ..losses.base import LossInputs
 from ..losses.keypoints import KeypointTargets
 from ..losses.smoothness import unseen_patches
 from ..renderers.render import RenderConfig, RenderedRays, render_rays
+from .pose_refinement import refined_rays, without_common_motion
 
 
 class RaySet(NamedTuple):
@@ -151,6 +152,8 @@ class TrainStep:
             state["params"], data, state, k_rays)
         updates, opt_state = self.optimizer.update(grads, state["optimizer"], state["params"])
         params = optax.apply_updates(state["params"], updates)
+        if "poses" in params:  # kept free of a common rigid motion (Adam's scaling can bring one back)
+            params = {**params, "poses": without_common_motion(params["poses"], data.cameras.c2w, self.diagonal)}
         params, occupancy, admm = pruning.admm_update(self.config.pruner, self.field.config.saliency, params, occupancy,
                                                       state["pruner"], state["step"], self.config.steps)
         metrics = {"loss": loss, "psnr": -10.0 * jnp.log10(losses["rgb"]), "rays": rays, "samples": marched,
@@ -208,6 +211,10 @@ class TrainStep:
         batch, rendered, marched = {}, {}, None
         for i, (name, s) in enumerate(self.ray_sets.items()):
             drawn, march_keys = self.draw(s, data, jax.random.fold_in(key, i), shard)
+            if name == "rays" and "poses" in params:  # --pose-refine: each ray moves with its camera
+                deltas = without_common_motion(params["poses"], data.cameras.c2w, self.diagonal)
+                drawn["origins"], drawn["directions"] = refined_rays(
+                    deltas, drawn["view"], data.cameras.c2w, drawn["origins"], drawn["directions"], self.diagonal)
             batch |= drawn
             background = batch["background"] if name == "rays" else jnp.zeros(3)
             budget = dataclasses.replace(s.render, sample_budget=s.render.sample_budget // self.shards)

@@ -229,6 +229,11 @@ class SplatMethod(Method):
                                      self.config.splat.raster, degree))
         return {"rgb": np.clip(out["rgb"], 0.0, 1.0), "depth": out["depth"], "opacity": out["opacity"]}
 
+    def pixel_renderer(self, state: dict):
+        """The whole image rasterized, then the pixels picked (all ``valid``)."""
+        degree, raster = gs.active_degree(self.config.splat.gaussians, state["step"]), self.config.splat.raster
+        return picked_pixels(lambda s, camera, bg: _render(s["params"], s["alive"], camera, bg, raster, degree)["rgb"])
+
     def surface(self, state: dict) -> SurfaceField:
         """The summed opacity of the Gaussians (`opacity_field`), iso-level 0.5, coloured
         by the nearest Gaussian's base colour."""
@@ -276,6 +281,16 @@ def _render(params, alive, camera, background, raster: SplatRenderConfig, degree
     _, directions = image_rays(camera)
     cos = -directions @ camera.c2w[:3, 2]  # the camera looks down -Z
     return {**out, "depth": out["depth"] / jnp.maximum(cos, 1e-6)}
+
+
+def picked_pixels(render_image):
+    """A pixel renderer (`Method.pixel_renderer`) over a whole-image one,
+    ``render_image(state, camera, background) -> rgb [H, W, 3]``: the image rasterized,
+    then the pixels picked, all ``valid``."""
+    def render(state, camera, ix, iy, background):
+        return render_image(state, camera, background)[iy, ix], jnp.ones(ix.shape, bool)
+
+    return render
 
 
 def opacity_field(params: dict, alive, neighbours: int = 16):

@@ -36,7 +36,7 @@ from ..renderers.splatting import quat_to_rotmat
 from ..renderers.surfels import SurfelRenderConfig, rasterize
 from . import surfel_ply
 from .base import Method, SurfaceField, TrainViews
-from .splat import GaussianTraining, SplatConfig, cull, densify_scene
+from .splat import GaussianTraining, SplatConfig, cull, densify_scene, picked_pixels
 from .splat_seed import outside_hull, seed_points
 from .splat_step import make_optimizer
 from .surfel_step import make_train_step
@@ -178,6 +178,11 @@ class SurfelMethod(Method):
                                      self.config.surfel.raster, degree))
         keys = ("depth", "opacity", "normal", "distortion")
         return {"rgb": np.clip(out["rgb"], 0.0, 1.0)} | {k: out[k] for k in keys}
+
+    def pixel_renderer(self, state: dict):
+        """The whole image rasterized, then the pixels picked (all ``valid``)."""
+        degree, raster = gs.active_degree(self.config.surfel.gaussians, state["step"]), self.config.surfel.raster
+        return picked_pixels(lambda s, camera, bg: _render(s["params"], s["alive"], camera, bg, raster, degree)["rgb"])
 
     def surface(self, state: dict) -> SurfaceField:
         """The summed opacity of the disks (`opacity_field`), iso-level 0.5, coloured by

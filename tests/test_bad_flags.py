@@ -64,6 +64,8 @@ ROWS = [
     (f"{TRAIN} --scale x", "--scale x: must be a number"),
     (f"{TRAIN} --seed 1.5", "--seed 1.5: must be an integer"),
     (f"{TRAIN} --rays-per-batch 100.5", "--rays-per-batch 100.5: must be an integer"),
+    (f"{TRAIN} --method splat --pose-refine pose-refinement", "--method splat does not refine poses"),
+    ("eval --run run --align-poses --align.steps x", "--align.steps x: must be an integer"),
     (f"{TRAIN} --view-ids a,b", "--view-ids a b: 'a' is not an integer"),
     (f"{TRAIN} --random-background yes", "--random-background yes: takes no value"),
     (f"{TRAIN} --render.num-samples 1 2", "--render.num-samples 1 2: takes one value"),
