@@ -381,8 +381,7 @@ def run_poses(args: list[str]) -> None:
     parsed = parse_flags(PosesArgs, args, "sparsefield poses")
     sfm = SfmConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(SfmConfig)})
     result = estimate_poses(parsed.images, parsed.out, sfm)
-    print(f"train on it: sparsefield train --data {result.root} --pose-refine pose-refinement\n"
-          f"and score it with the test cameras aligned: sparsefield eval --run RUN --align-poses")
+    print(f"train on it: sparsefield train --data {result.root} --pose-refine pose-refinement")
 
 
 COMMANDS = {

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoints, parallel
+from .alignment import PoseAlignment
 from .config import RunConfig, check_config, get_path
 from .datasets import SceneData, apply_protocol, get_protocol, load_scene, select_views, with_box
 from .datasets.synthetic import demo_scene_path
@@ -168,7 +169,10 @@ def train(config: RunConfig, given: frozenset[str] = frozenset(), watch=None) ->
         state, seconds = fit(method, state, views, run, history, stop, live)
     if writer:
         finish(method, state, run, history)
-        evaluate_run(run, scene=views.scene, train_seconds=seconds)
+        # Refined training cameras no longer agree with the unrefined test cameras: score
+        # each test camera aligned to its image (`sparsefield.alignment`).
+        align = PoseAlignment() if config.pose_refine is not None else None
+        evaluate_run(run, scene=views.scene, train_seconds=seconds, align=align)
     return run
 
 

@@ -51,6 +51,7 @@ def sparsefield(*args: str) -> None:
 def train(data: Path, out: Path, flags: list[str]) -> dict:
     """Train on ``data``; the test metrics as trained, then with the test poses aligned."""
     sparsefield("train", "--data", str(data), "--views", "None", "--out", str(out), "--eval-every", "100000", *flags)
+    sparsefield("eval", "--run", str(out))  # (train scores a --pose-refine run aligned)
     plain = json.loads((out / "metrics.json").read_text())
     sparsefield("eval", "--run", str(out), "--align-poses")
     return {"plain": plain, "aligned": json.loads((out / "metrics.json").read_text())}

@@ -34,6 +34,7 @@ def test_pose_refinement_trains_checkpoints_and_resumes(scene, tmp_path, cli):
              "--pose-refine", "pose-refinement"]
     out = cli("train", *flags, "--steps", 20).stdout
     assert "pose refinement: the 4 training cameras turned" in out
+    assert "poses aligned" in out  # the refined run is scored with its test cameras aligned
     _, _, arrays, _ = checkpoints.read_latest(run, method="nerf")
     first = arrays["params/poses"]
     assert first.shape == (4, 6) and np.all(np.isfinite(first)) and np.abs(first).max() > 0
