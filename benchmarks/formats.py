@@ -186,7 +186,7 @@ LABELS = {"colmap": "COLMAP (pycolmap)", "nerfstudio": "nerfstudio transforms.js
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_formats"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-formats"))
     parser.add_argument("--resolution", type=int, default=200)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
