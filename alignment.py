@@ -20,6 +20,7 @@ error left 0.2 degrees after 300 steps on a test scene), L-BFGS reaches the bott
 from __future__ import annotations
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np

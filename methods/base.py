@@ -42,10 +42,10 @@ import numpy as np
 
 from .. import checkpoints
 from ..cameras import Cameras
-from ..errors import UsageError
 from ..datasets.batches import make_ray_data
 from ..datasets.scene import SceneData
 from ..datasets.triangulation import SparsePoints, TriangulationConfig, triangulate
+from ..errors import UsageError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -152,7 +152,7 @@ class TrainStep:
             state["params"], data, state, k_rays)
         updates, opt_state = self.optimizer.update(grads, state["optimizer"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        if "poses" in params:  # kept free of a common rigid motion (Adam's scaling can bring one back)
+        if "poses" in params:  # kept free of a common motion of the world (Adam's scaling can bring one back)
             params = {**params, "poses": without_common_motion(params["poses"], data.cameras.c2w, self.diagonal)}
         params, occupancy, admm = pruning.admm_update(self.config.pruner, self.field.config.saliency, params, occupancy,
                                                       state["pruner"], state["step"], self.config.steps)

@@ -78,5 +78,7 @@ def test_eval_aligns_the_test_poses_of_a_trained_run(scene, tmp_path, cli):
     assert "poses aligned" in out and "pose moved" in out
     aligned = json.loads((run / "metrics.json").read_text())
     assert aligned["aligned_poses"] and not plain["aligned_poses"]
-    assert all(f["align_rotation_deg"] >= 0.0 for f in aligned["per_frame"])
+    moved = [f["align_rotation_deg"] for f in aligned["per_frame"]]
+    assert len(moved) == len(plain["per_frame"]) and all(np.isfinite(m) and m > 0.0 for m in moved)
+    assert f"pose moved {moved[0]:.3f} deg" in out  # the record is the correction applied
     assert aligned["psnr"] > plain["psnr"] - 0.5  # the true poses stay (about) where they are
