@@ -396,7 +396,8 @@ def chamfer_distance(
 
 
 def surface_scores(
-    points: Float[np.ndarray, "N 3"], truth: Float[np.ndarray, "M 3"], thresholds: tuple[float, ...]
+    points: Float[np.ndarray, "N 3"], truth: Float[np.ndarray, "M 3"], thresholds: tuple[float, ...],
+    seen: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How well surface samples ``points`` match the true surface samples ``truth``.
 
@@ -405,12 +406,16 @@ def surface_scores(
     ``truth`` within ``tau`` of ``points`` (completeness: nothing missing), and
     ``F = 2 P R / (P + R)`` (Knapitsch et al., Tanks and Temples).
 
+    ``seen`` (``[M]`` bool) restricts completeness (recall and its half of the Chamfer
+    distance) to the true points a camera could see, as DTU's evaluation masks do;
+    accuracy still measures against the whole true surface.
+
     Returns:
         ``chamfer`` and ``precision@tau``, ``recall@tau``, ``f@tau`` per threshold.
     """
     a, b = np.asarray(points, np.float64), np.asarray(truth, np.float64)
     d_ab, _ = cKDTree(b).query(a)
-    d_ba, _ = cKDTree(a).query(b)
+    d_ba, _ = cKDTree(a).query(b if seen is None else b[np.asarray(seen, bool)])
     out = {"chamfer": float(0.5 * (d_ab.mean() + d_ba.mean()))}
     for tau in thresholds:
         p, r = float(np.mean(d_ab <= tau)), float(np.mean(d_ba <= tau))

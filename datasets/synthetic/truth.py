@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+from .raycast import _trace
 from .scenes import Scene
 from .shading import albedo
 
@@ -50,3 +51,32 @@ def scene_mesh(scene: Scene) -> trimesh.Trimesh:
         mesh.visual.vertex_colors = np.c_[colour, np.full(len(colour), 255)].astype(np.uint8)
         parts.append(mesh)
     return trimesh.util.concatenate(parts)
+
+
+def visible_from(scene: Scene, points: np.ndarray, c2w: np.ndarray, fov_x: float, chunk: int = 1 << 18) -> np.ndarray:
+    """``[N]`` bool: which surface points ``[N, 3]`` some camera ``c2w [C, 3|4, 4]`` sees.
+
+    A point is seen when it lies inside a camera's square field of view ``fov_x`` (the
+    generator's images are square) and the ray from the camera centre towards it meets
+    nothing before it (exact ray casting, `cast_rays`, with a tolerance of 1e-4 of the
+    distance). The outer surface holds faces no camera of a rig can see, such as the
+    underside of a floor plate photographed from above; a mesh benchmark that wants
+    only what a capture could reconstruct scores recall against the seen points.
+    """
+    x = np.asarray(points, np.float64)
+    seen = np.zeros(len(x), bool)
+    tan_half = np.tan(0.5 * fov_x)
+    for pose in np.asarray(c2w, np.float64):
+        rot, origin = pose[:3, :3], pose[:3, 3]
+        todo = np.flatnonzero(~seen)
+        local = (x[todo] - origin) @ rot  # camera frame, looking down -Z
+        forward = -local[:, 2]
+        inside = (forward > 0) & (np.abs(local[:, :2]).max(-1) <= tan_half * np.maximum(forward, 1e-12))
+        todo = todo[inside]
+        for start in range(0, len(todo), chunk):
+            rows = todo[start:start + chunk]
+            offset = x[rows] - origin
+            dist = np.linalg.norm(offset, axis=-1)
+            t, _, _ = _trace(scene, origin[None], offset / dist[:, None])  # hit distance only, no shading
+            seen[rows] = t >= dist * (1.0 - 1e-4)
+    return seen

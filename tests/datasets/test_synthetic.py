@@ -119,6 +119,29 @@ def test_surface_samples_uniform_on_outer_surface():
     assert np.mean(np.abs(dist[:, 1]) < 1e-6) == pytest.approx(1 / 7, abs=0.01)
 
 
+def test_visible_surface_excludes_what_no_camera_sees():
+    """A plate with a box standing on it, photographed from above: the plate's underside
+    and the patch under the box are unseen, its top around the box and the box's top
+    are seen; cameras below see the underside too."""
+    from sparsefield.datasets.synthetic.truth import visible_from
+
+    plate = syn.Box(half_extents=(1.0, 1.0, 0.05), center=(0.0, 0.0, -0.05))
+    block = syn.Box(half_extents=(0.2, 0.2, 0.2), center=(0.0, 0.0, 0.2))
+    scene = syn.Scene((plate, block))
+    points = np.array([
+        [0.6, 0.3, 0.0],  # plate top, in the open
+        [0.0, 0.0, 0.4],  # block top
+        [0.05, 0.05, 0.0],  # plate top, under the block (a contact patch)
+        [0.3, -0.4, -0.1],  # plate underside
+    ])
+    above = cameras.orbit_poses((0.0, 0.0, 0.0), 4.0, 40.0, 8)
+    np.testing.assert_array_equal(visible_from(scene, points, above, FOV), [True, True, False, False])
+    below = cameras.orbit_poses((0.0, 0.0, 0.0), 4.0, -40.0, 8)
+    np.testing.assert_array_equal(visible_from(scene, points, np.concatenate([above, below]), FOV),
+                                  [True, True, False, True])
+    assert not visible_from(scene, points[:1], above, 0.05)[0]  # outside a narrow field of view
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return syn.generate_scene(tmp_path_factory.mktemp("syn") / "tiny", "tiny", 32, n_train=3, n_val=1, n_test=2)

@@ -373,3 +373,8 @@ def test_surface_scores_count_made_up_and_missing_surface():
     np.testing.assert_allclose([scores["precision@0.001"], scores["recall@0.001"]], [0.8, 0.5], atol=1e-9)
     np.testing.assert_allclose(scores["f@0.001"], 2 * 0.8 * 0.5 / 1.3, rtol=1e-9)
     assert surface_scores(truth, truth, (0.001,))["chamfer"] == 0.0
+    # Completeness over the seen half only: the missing half no longer counts against
+    # recall, while the made-up points still count against precision.
+    seen = np.arange(1000) < 500
+    scores = surface_scores(np.vstack([half, made_up]), truth, (0.001,), seen=seen)
+    np.testing.assert_allclose([scores["precision@0.001"], scores["recall@0.001"]], [0.8, 1.0], atol=1e-9)
