@@ -78,7 +78,7 @@ def render_path(args: RenderArgs) -> Path:
     if args.path == "test":
         cams = scene.cameras[test_views(loaded.config, scene)]
     else:
-        cams = orbit_cameras(scene.cameras[scene.split("train")], loaded.method.bbox.mean(0), args.frames)
+        cams = orbit_cameras(scene.cameras[loaded.train_view_ids(scene)], loaded.method.bbox.mean(0), args.frames)
     folder = Path(args.out or Path(args.run) / "renders" / args.path)
     frames = [save_frame(folder, f"{k:03d}", loaded.render(cams[k], scene.background))
               for k in tqdm(range(len(cams)), desc=f"render {args.path}")]
@@ -128,16 +128,28 @@ def fused_mesh(loaded, args: ExportArgs):
     """TSDF fusion (`sparsefield.renderers.tsdf`) of what the method renders from the
     training cameras and ``args.views`` more around the box, then its zero level set."""
     scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
-    train = scene.cameras[scene.split("train")]
+    train = scene.cameras[loaded.train_view_ids(scene)]
     up = np.asarray(train.c2w)[:, :3, 1].mean(0)
     cams = fusion_cameras(train, loaded.method.bbox, args.views, up=up / np.linalg.norm(up))
     renders = [loaded.render(cams[k], scene.background) for k in tqdm(range(len(cams)), desc="render for fusion")]
     stack = lambda key: np.stack([r[key] for r in renders])  # noqa: E731
-    volume = fuse(stack("depth"), stack("opacity"), stack("rgb"), cams, loaded.method.bbox, args.resolution)
+    volume = fuse(np.stack([surface_distance(r) for r in renders]), stack("opacity"), stack("rgb"), cams,
+                  loaded.method.bbox, args.resolution)
     mesh = extract(volume)
     if len(mesh.faces) == 0:
         raise UsageError(f"{args.run}: the renders show no surface to fuse; try --route density")
     return mesh
+
+
+def surface_distance(render: dict) -> np.ndarray:
+    """``[H, W]`` distance along each pixel's ray to the surface it sees: the render's
+    ``surface_depth`` where the method gives one (the radiance field: where the
+    transmittance falls through
+    `sparsefield.renderers.render.SURFACE_TRANSMITTANCE`), else its expected depth over
+    its opacity."""
+    if "surface_depth" in render:
+        return np.asarray(render["surface_depth"])
+    return np.asarray(render["depth"]) / np.maximum(np.asarray(render["opacity"]), 1e-6)
 
 
 def check_output(out: Path, folder: bool) -> None:

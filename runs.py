@@ -123,6 +123,16 @@ class LoadedRun:
     def step(self) -> int:
         return int(np.asarray(self.state["step"]))
 
+    def train_view_ids(self, scene) -> np.ndarray:
+        """Scene indices of the views the run trained on, read from its facts:
+        ``train_view_ids`` are positions in the train split (scene indices under a
+        ``--protocol``); a run without them (written before they were logged) counts the
+        whole train split."""
+        logged = np.asarray(self.facts.get("train_view_ids", []), np.int64)
+        if not len(logged):
+            return np.asarray(scene.split("train"), np.int64)
+        return logged if self.config.protocol is not None else np.asarray(scene.split("train"))[logged]
+
     def render(self, camera: Cameras, background) -> dict[str, np.ndarray]:
         """``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` (and what else the
         method gives) of one camera, as numpy arrays."""

@@ -1,22 +1,24 @@
 """TSDF fusion: rendered depth and opacity maps -> truncated signed distance volume -> mesh.
 
 Owns the surface-from-what-is-seen path of mesh export. Any method that renders
-``rgb [H, W, 3]``, ``depth [H, W]`` and ``opacity [H, W]`` for a camera (the radiance
-field's `render_image`, the Gaussian rasterizer) can be meshed this way, which avoids
-the fog that marching cubes over a few-shot density welds to the surface: a volume that
-some view saw through is carved, and space no view saw makes no surface.
+``rgb [H, W, 3]``, a depth and ``opacity [H, W]`` for a camera (the radiance field's
+`render_image`, the Gaussian rasterizer) can be meshed this way, which avoids the fog
+that marching cubes over a few-shot density welds to the surface: a volume that some
+view saw through is carved, and space no view saw makes no surface.
 
-Depth conventions (both unnormalised, ``sum_i w_i t_i``, 0 on empty rays, so the hit is
-``depth / opacity``): ``"ray"`` is the distance along the unit-length pixel ray of
-`sparsefield.cameras.pixel_rays` (the radiance field); ``"z"`` is the view depth along
-the camera's -Z axis (the Gaussian rasterizer, ``sum_i w_i z_i``).
+Depth conventions: the depth maps hold the distance to the surface each pixel sees
+(read only where ``opacity > min_opacity``; not weighted by opacity, so a renderer's
+expected depth ``sum_i w_i t_i`` is first divided by the opacity). ``"ray"`` is the
+distance along the unit-length pixel ray of `sparsefield.cameras.pixel_rays` (the
+radiance field); ``"z"`` is the view depth along the camera's -Z axis (the Gaussian
+rasterizer).
 
 Fusion (Curless & Levoy 1996; KinectFusion, Newcombe et al. 2011), per view, for every
 lattice point ``x`` (a "voxel") in front of the camera that projects into the image at
 pixel ``p`` (nearest pixel, no interpolation across depth edges), with ``r = |x - o|``
 its distance from the camera centre along its ray:
 
-- ``alpha(p) > min_opacity`` (surface): hit distance ``t_s = depth(p) / alpha(p)`` (for
+- ``alpha(p) > min_opacity`` (surface): hit distance ``t_s = depth(p)`` (for
   ``"z"`` depth, converted to ray distance as ``t_s = (z_s / z_x) r``); signed distance
   along the ray ``s = t_s - r`` (positive in front of the surface), observed as
   ``min(s, mu)`` when ``s >= -mu`` and not at all when ``s < -mu`` (occluded);
@@ -105,15 +107,17 @@ def volume_lattice(bbox: Float[np.ndarray, "2 3"], resolution: int):
     return shape, voxel, np.stack([bbox[0], bbox[0] + (np.array(shape) - 1) * voxel])
 
 
-def fibonacci_directions(n: int) -> Float[np.ndarray, "n 3"]:
-    """``n`` unit vectors spread evenly over the sphere (Fibonacci lattice).
+def fibonacci_directions(n: int, z_range: tuple[float, float] = (-1.0, 1.0)) -> Float[np.ndarray, "n 3"]:
+    """``n`` unit vectors spread evenly over the sphere, or over its band
+    ``z_range[0] <= z <= z_range[1]`` (Fibonacci lattice).
 
-    ``z_k = 1 - (2k + 1) / n``, azimuth ``k pi (3 - sqrt 5)``: equal-area bands, each
-    point turned by the golden angle from the last, so no two cluster and none sits
-    exactly on a pole.
+    ``z_k`` steps evenly from the top of the band to its bottom (equal-area rings, the
+    sphere's area being uniform in z), azimuth ``k pi (3 - sqrt 5)``: each point turned
+    by the golden angle from the last, so no two cluster and none sits exactly on a pole.
     """
+    lo, hi = z_range
     k = np.arange(n) + 0.5
-    z = 1.0 - 2.0 * k / n
+    z = hi - (hi - lo) * k / n
     phi = np.pi * (3.0 - math.sqrt(5.0)) * np.arange(n)
     rho = np.sqrt(np.clip(1.0 - z * z, 0.0, 1.0))
     return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
@@ -125,33 +129,51 @@ def fusion_cameras(
     extra: int,
     radius: float | None = None,
     up=(0.0, 0.0, 1.0),
+    band: tuple[float, float] | None = None,
 ) -> Cameras:
-    """The training cameras plus ``extra`` views looking at the box from all around.
+    """The training cameras plus ``extra`` views looking at the box from around it.
 
     A few training views leave much of a surface unseen (the far side, a cavity's floor)
-    and, unseen, TSDF fusion leaves it open. The extra views sit on a Fibonacci sphere
-    (`fibonacci_directions`, even coverage whatever ``extra`` is, below the horizon
-    included) around the box centre ``c``, at the training cameras' mean distance to
-    ``c`` (the scale at which the field was trained, so its renders there are the most
-    trustworthy), each looking at ``c`` with ``up`` as the image's up, with the first
-    training camera's intrinsics and image size.
+    and, unseen, TSDF fusion leaves it open. The extra views sit on a Fibonacci lattice
+    (`fibonacci_directions`, even coverage whatever ``extra`` is) around the box centre
+    ``c``, at the training cameras' mean distance to ``c`` (the scale at which the field
+    was trained, so its renders there are the most trustworthy), each looking at ``c``
+    with ``up`` as the image's up, with the first training camera's intrinsics and image
+    size.
+
+    They keep to the band of elevations (angles above the plane normal to ``up``) that
+    the training cameras span: a view from below a capture made from above sees what the
+    field invented where no photo looked (the underside of a floor, the fog beneath an
+    object), and fusing it puts that invention into the mesh.
 
     Args:
         train_cameras: ``[C]`` cameras (numpy or jax arrays).
         bbox: ``[2, 3]`` world (min, max) corners of the region to fuse.
         extra: number of added views E (0 returns the training cameras as numpy).
         radius: distance of the added views from ``c``; default the mean above.
-        up: world up vector (the scenes here are +Z up).
+        up: world up vector (the scenes here are +Z up), normalised here.
+        band: ``(lowest, highest)`` elevation in degrees of the added views; default the
+            training cameras' own range; ``(-90, 90)`` is the whole sphere.
 
     Returns:
         ``[C + E]`` numpy Cameras, the training ones first.
     """
     bbox = np.asarray(bbox, np.float64)
     center = bbox.mean(axis=0)
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
     c2w = np.asarray(train_cameras.c2w, np.float32).reshape(-1, 3, 4)
+    offsets = c2w[:, :, 3] - center
     if radius is None:
-        radius = float(np.linalg.norm(c2w[:, :, 3] - center, axis=-1).mean())
-    eyes = center + radius * fibonacci_directions(extra)
+        radius = float(np.linalg.norm(offsets, axis=-1).mean())
+    if band is None:
+        band = tuple(np.degrees(f(camera_elevations(offsets, up))) for f in (np.min, np.max))
+    z_range = tuple(float(np.sin(np.radians(np.clip(b, -90.0, 90.0)))) for b in band)
+    local = fibonacci_directions(extra, z_range)
+    # The lattice's +z onto ``up``: any two unit vectors completing a right-handed frame.
+    side = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    side /= np.linalg.norm(side)
+    frame = np.stack([side, np.cross(up, side), up])
+    eyes = center + radius * local @ frame
     poses = np.array([look_at(eye, center, up) for eye in eyes], np.float32).reshape(-1, 3, 4)
 
     def stack(values) -> np.ndarray:
@@ -166,14 +188,21 @@ def fusion_cameras(
     )
 
 
+def camera_elevations(offsets: Float[np.ndarray, "C 3"], up) -> Float[np.ndarray, "C"]:
+    """Elevation in radians of camera positions ``offsets`` (relative to the point they
+    look at) above the plane normal to the unit vector ``up``."""
+    offsets = np.asarray(offsets, np.float64)
+    return np.arcsin(np.clip(offsets @ np.asarray(up, np.float64) / np.linalg.norm(offsets, axis=-1), -1.0, 1.0))
+
+
 def _view_tables(depth, opacity, rgb, min_opacity: float):
     """Flat per-pixel lookup tables of one view: ``hit [H W]`` float32, the hit distance
-    ``depth / opacity`` where ``opacity > min_opacity`` and -1 (free space) elsewhere, and
+    ``depth`` where ``opacity > min_opacity`` and -1 (free space) elsewhere, and
     ``rgb [H W]`` int32 packing 8-bit r, g, b (one scalar gather each: a gather of
     ``[H W, 3]`` rows costs four times one of scalars on CPU)."""
     depth, opacity = np.asarray(depth, np.float32), np.asarray(opacity, np.float32)
     surface = opacity > min_opacity
-    hit = np.where(surface, depth / np.where(surface, opacity, 1.0), -1.0).astype(np.float32)
+    hit = np.where(surface, depth, -1.0).astype(np.float32)
     rgb8 = np.round(np.clip(np.asarray(rgb, np.float32), 0.0, 1.0) * 255.0).astype(np.int32)
     packed = rgb8[..., 0] | (rgb8[..., 1] << 8) | (rgb8[..., 2] << 16)
     return hit.reshape(-1), packed.reshape(-1)
@@ -254,15 +283,15 @@ def fuse(
     averaged at 8 bits per channel.
 
     Args:
-        depths: ``[C, H, W]`` unnormalised expected depth ``sum_i w_i t_i`` (0 on empty
-            rays), of the kind given by ``depth_kind``.
+        depths: ``[C, H, W]`` distance to the surface each pixel sees, of the kind
+            given by ``depth_kind`` (read where ``opacities > min_opacity``).
         opacities: ``[C, H, W]`` accumulated opacity ``sum_i w_i`` in ``[0, 1]``.
         colors: ``[C, H, W, 3]`` rgb in ``[0, 1]``.
         cameras: ``[C]`` cameras the maps were rendered from (OpenGL convention).
         bbox: ``[2, 3]`` world (min, max) corners of the region to fuse.
         resolution: lattice points along the longest axis of ``bbox`` (`volume_lattice`).
         truncation: mu in world units; default ``DEFAULT_TRUNCATION_VOXELS`` voxels.
-        min_opacity: pixels above it see a surface at ``depth / opacity``; the others
+        min_opacity: pixels above it see a surface at ``depth``; the others
             are free space, which is what carves fog and floaters that a view sees
             through.
         depth_kind: ``"ray"`` (distance along the unit pixel ray, the radiance field)

@@ -48,8 +48,7 @@ def shown_views(loaded: LoadedRun, scene: SceneData) -> list[ShownView]:
     """The run's training views and test views, read from its facts: ``train_view_ids``
     are positions in the train split (scene indices under a ``--protocol``),
     ``test_ids`` scene indices."""
-    logged = np.asarray(loaded.facts.get("train_view_ids", []), np.int64)
-    train = logged if loaded.config.protocol is not None or not len(logged) else scene.split("train")[logged]
+    train = loaded.train_view_ids(scene)
     test = [int(i) for i in loaded.facts.get("test_ids", [])]
     psnr = test_psnr(loaded.run)
     views = [ShownView(f"train {int(i)}", "train", int(i), scene.cameras[int(i)]) for i in train]

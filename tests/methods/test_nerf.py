@@ -61,6 +61,28 @@ def test_render_eval_export_read_the_run_back(run, tmp_path, cli):
     assert mesh.visual.vertex_colors[:, :3].std() > 0  # coloured by the field
 
 
+def test_export_fuses_from_the_views_the_run_trained_on(run, tmp_path, monkeypatch):
+    """A run trained on 8 views fuses its mesh from those 8 cameras (plus the added
+    ones), not from every camera its dataset holds."""
+    from sparsefield import outputs
+    from sparsefield.datasets import load_scene
+
+    loaded = load_run(run)
+    scene = load_scene(loaded.config.data, scale=loaded.config.scale)
+    ids = loaded.train_view_ids(scene)
+    np.testing.assert_array_equal(ids, np.asarray(scene.split("train"))[loaded.facts["train_view_ids"]])
+    used, fused = {}, outputs.fusion_cameras
+
+    def spy(train, *args, **kwargs):
+        used["c2w"] = train.c2w
+        return fused(train, *args, **kwargs)
+
+    monkeypatch.setattr(outputs, "fusion_cameras", spy)
+    outputs.export_mesh(outputs.ExportArgs(run=run, out=tmp_path / "fused.ply", resolution=32, views=4))
+    np.testing.assert_allclose(used["c2w"], np.asarray(scene.cameras.c2w)[ids])
+    assert len(trimesh.load(tmp_path / "fused.ply").faces) > 0
+
+
 def test_train_resumes_from_the_last_checkpoint(run, cli):
     proc = cli("train", "--out", run, "--steps", 70, *SMALL)
     assert "resuming" in proc.stdout and "from step 60" in proc.stdout

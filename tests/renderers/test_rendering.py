@@ -168,3 +168,27 @@ def test_render_image_matches_dense_rendering():
     assert img["rgb"].shape == (20, 24, 3) and img["opacity"].max() > 0.99
     # behind an opaque surface samples no longer count as seen
     assert np.mean(img["samples"][img["opacity"] > 0.999] < 40) > 0.8
+
+
+def test_surface_depth_is_where_the_transmittance_falls_through_the_level():
+    """A half-space z < 0 of density S seen straight down from z = 3: the transmittance
+    past the plane (t = 3) is exp(-S (t - 3)), so it falls through the level L at
+    3 + ln(1 / L) / S, inside the first dense bin (S = 20) or a later one (S = 5); the
+    plane is a bin boundary (64 bins over t in [2, 4]), so the piecewise-constant model
+    is exact. The expected depth lies deeper; a ray that meets nothing has depth 0."""
+    from sparsefield.renderers.render import SURFACE_TRANSMITTANCE as level
+
+    down = look_at([0.0, 0.0, 3.0], [0.0, 0.0, 0.0], up=(0.0, 1.0, 0.0))
+    cam = make_cameras(down[None], fov_x=1e-3, width=1, height=1)[0]
+    cfg = RenderConfig(num_samples=64, chunk=128)
+    for density in (20.0, 5.0):
+        def fn(params, x, d, density=density):
+            return jnp.where(x[..., 2] < 0.0, density, 0.0), jnp.full(x.shape, 0.5)
+
+        img = render_image(fn, {}, cam, BOX, None, cfg, jnp.ones(3))
+        np.testing.assert_allclose(img["surface_depth"][0, 0], 3.0 + math.log(1.0 / level) / density, atol=1e-4)
+        assert img["depth"][0, 0] / img["opacity"][0, 0] > img["surface_depth"][0, 0] + 0.3 / density
+    up = make_cameras(look_at([0.0, 0.0, 3.0], [0.0, 0.0, 6.0], up=(0.0, 1.0, 0.0))[None], 1e-3, 1, 1)[0]
+    empty = render_image(lambda p, x, d: (jnp.zeros(x.shape[:-1]), jnp.zeros(x.shape)), {}, up, BOX, None, cfg,
+                         jnp.ones(3))
+    assert empty["surface_depth"][0, 0] == 0.0

@@ -66,7 +66,7 @@ def _render(cameras, spheres=(), boxes=(), kind="ray", only=None):
 
 def _rig(extra=14):
     train = make_cameras(orbit_poses((0, 0, 0), 3.0, 45.0, 6), 0.8, WIDTH, WIDTH)
-    return tsdf.fusion_cameras(train, BBOX, extra)
+    return tsdf.fusion_cameras(train, BBOX, extra, band=(-90.0, 90.0))  # the whole sphere
 
 
 def _box_sdf(x, lo, hi):
@@ -220,7 +220,7 @@ def test_no_surface_raises():
 def test_fusion_cameras_surround_the_box():
     train = make_cameras(orbit_poses((0, 0, 0), 3.0, 30.0, 4), 0.8, 32, 24)
     bbox = BBOX + np.array([0.5, 0.0, 0.2])
-    cams = tsdf.fusion_cameras(train, bbox, 40)
+    cams = tsdf.fusion_cameras(train, bbox, 40, band=(-90.0, 90.0))
     assert len(cams) == 44 and (cams.width, cams.height) == (32, 24)
     np.testing.assert_array_equal(cams.c2w[:4], train.c2w)
     np.testing.assert_allclose(cams.fx, train.fx[0])
@@ -235,3 +235,20 @@ def test_fusion_cameras_surround_the_box():
     cos = unit @ unit.T - 2 * np.eye(40)
     spacing = np.degrees(np.arccos(cos.max(1)))  # angle to the nearest neighbour
     assert spacing.min() > 0.6 * spacing.max()  # evenly spread, none clustered
+
+
+def test_fusion_cameras_keep_to_the_training_band():
+    """By default the added views stay within the elevations the training cameras span
+    (none from below a capture made from above), spread over the whole azimuth."""
+    low = orbit_poses((0, 0, 0), 3.0, 20.0, 3)
+    high = orbit_poses((0, 0, 0), 3.0, 60.0, 3)
+    train = make_cameras(np.concatenate([low, high]), 0.8, 32, 24)
+    cams = tsdf.fusion_cameras(train, BBOX, 30)
+    offsets = cams.c2w[6:, :, 3] - BBOX.mean(0)
+    elevation = np.degrees(tsdf.camera_elevations(offsets, (0, 0, 1)))
+    assert elevation.min() >= 20.0 - 1e-3 and elevation.max() <= 60.0 + 1e-3
+    assert elevation.max() - elevation.min() > 30.0  # the band is filled, not one ring
+    azimuth = np.degrees(np.arctan2(offsets[:, 1], offsets[:, 0]))
+    assert np.histogram(azimuth, bins=6, range=(-180, 180))[0].min() >= 3
+    tilted = tsdf.fusion_cameras(train, BBOX, 30, up=(0.0, 1.0, 0.0))  # another up: its own band
+    assert len(tilted) == 36 and not np.allclose(tilted.c2w[6:], cams.c2w[6:])
