@@ -109,7 +109,8 @@ def per_scene(results: list[dict], recipes: list[str], views: list[int], scenes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipe names to run")
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES),
+                        help="recipe names to run (none: only the --extra ones)")
     parser.add_argument("--extra", nargs="*", default=[], help="more recipes as NAME=FLAGS (flags space-separated)")
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), help="scenes: demo and suite names")
     parser.add_argument("--views", type=int, nargs="+", default=[3, 4, 6, 8])
