@@ -242,15 +242,27 @@ def unseen_poses(
     return look_at_jnp(eye, target, c2w[:, :3, 1])
 
 
+def mean_up(cameras: Cameras) -> np.ndarray:
+    """``[3]`` the unit mean of the cameras' up vectors (their ``+Y`` axes in the world)."""
+    up = np.asarray(cameras.c2w, np.float64).reshape(-1, 3, 4)[:, :, 1].mean(0)
+    return up / max(np.linalg.norm(up), 1e-12)
+
+
+def elevations(offsets: np.ndarray, up) -> np.ndarray:
+    """``[C]`` elevation in degrees of camera positions ``offsets [C, 3]`` (relative to the
+    point they look at) above the plane normal to the unit vector ``up``."""
+    offsets = np.asarray(offsets, np.float64)
+    sine = offsets @ np.asarray(up, np.float64) / np.linalg.norm(offsets, axis=-1)
+    return np.degrees(np.arcsin(np.clip(sine, -1.0, 1.0)))
+
+
 def orbit_cameras(train: Cameras, target, frames: int) -> Cameras:
     """An orbit of ``frames`` cameras around ``target`` at the ``train`` cameras' mean
     distance and elevation, about their mean up vector, with the first one's intrinsics."""
-    centers = np.asarray(train.centers)
-    up = np.asarray(train.c2w)[:, :3, 1].mean(0)
-    up /= np.linalg.norm(up)
-    offsets = centers - np.asarray(target)
+    up = mean_up(train)
+    offsets = np.asarray(train.centers) - np.asarray(target)
     radius = float(np.linalg.norm(offsets, axis=-1).mean())
-    elev = float(np.degrees(np.arcsin(np.clip((offsets @ up) / np.linalg.norm(offsets, axis=-1), -1, 1))).mean())
+    elev = float(elevations(offsets, up).mean())
     poses = orbit_poses(target, radius, elev, frames, up)
     ref = train[0]
     n = len(poses)

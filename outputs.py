@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from .cameras import orbit_cameras
+from .cameras import mean_up, orbit_cameras
 from .datasets import load_scene
 from .errors import UsageError
 from .evaluate import test_views
@@ -129,8 +129,7 @@ def fused_mesh(loaded, args: ExportArgs):
     training cameras and ``args.views`` more around the box, then its zero level set."""
     scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
     train = scene.cameras[loaded.train_view_ids(scene)]
-    up = np.asarray(train.c2w)[:, :3, 1].mean(0)
-    cams = fusion_cameras(train, loaded.method.bbox, args.views, up=up / np.linalg.norm(up))
+    cams = fusion_cameras(train, loaded.method.bbox, args.views, up=mean_up(train))
     renders = [loaded.render(cams[k], scene.background) for k in tqdm(range(len(cams)), desc="render for fusion")]
     stack = lambda key: np.stack([r[key] for r in renders])  # noqa: E731
     volume = fuse(np.stack([surface_distance(r) for r in renders]), stack("opacity"), stack("rgb"), cams,

@@ -65,10 +65,9 @@ def score_run(run: Path, route: str, resolution: int, points: int, keep_mesh: bo
     beside the run, so that a second call with the same settings reads it back.
     ``keep_mesh`` scores a ``mesh_ROUTE.ply`` already there instead of exporting again."""
     saved = run / f"mesh_{route}.json"
-    if saved.exists():
-        row = json.loads(saved.read_text())
-        if (row.get("resolution"), row.get("points"), row.get("scoring")) == (resolution, points, SCORING):
-            return row
+    old = json.loads(saved.read_text()) if saved.exists() else {}
+    if (old.get("resolution"), old.get("points"), old.get("scoring")) == (resolution, points, SCORING):
+        return old
     from sparsefield.outputs import ExportArgs, export_mesh
     from sparsefield.renderers.mesh import sample_points, surface_scores
     from sparsefield.runs import load_config
@@ -79,7 +78,6 @@ def score_run(run: Path, route: str, resolution: int, points: int, keep_mesh: bo
         raise SystemExit(f"error: {truth_file}: no ground-truth surface points (only generated scenes have them)")
     diagonal = float(np.linalg.norm(np.subtract(*np.asarray(facts["bbox"])[::-1])))
     out = run / f"mesh_{route}.ply"
-    old = json.loads(saved.read_text()) if saved.exists() else {}
     if keep_mesh and out.exists() and old.get("resolution") == resolution:
         seconds = old["seconds"]
     else:

@@ -46,7 +46,7 @@ from jaxtyping import Float
 from scipy.ndimage import map_coordinates
 from skimage.measure import marching_cubes
 
-from ..cameras import Cameras, look_at
+from ..cameras import Cameras, elevations, look_at
 from .mesh import remove_floaters
 
 DEFAULT_TRUNCATION_VOXELS = 4.0
@@ -166,7 +166,8 @@ def fusion_cameras(
     if radius is None:
         radius = float(np.linalg.norm(offsets, axis=-1).mean())
     if band is None:
-        band = tuple(np.degrees(f(camera_elevations(offsets, up))) for f in (np.min, np.max))
+        trained = elevations(offsets, up)
+        band = (float(trained.min()), float(trained.max()))
     z_range = tuple(float(np.sin(np.radians(np.clip(b, -90.0, 90.0)))) for b in band)
     local = fibonacci_directions(extra, z_range)
     # The lattice's +z onto ``up``: any two unit vectors completing a right-handed frame.
@@ -186,13 +187,6 @@ def fusion_cameras(
         cx=stack(train_cameras.cx), cy=stack(train_cameras.cy),
         width=train_cameras.width, height=train_cameras.height,
     )
-
-
-def camera_elevations(offsets: Float[np.ndarray, "C 3"], up) -> Float[np.ndarray, "C"]:
-    """Elevation in radians of camera positions ``offsets`` (relative to the point they
-    look at) above the plane normal to the unit vector ``up``."""
-    offsets = np.asarray(offsets, np.float64)
-    return np.arcsin(np.clip(offsets @ np.asarray(up, np.float64) / np.linalg.norm(offsets, axis=-1), -1.0, 1.0))
 
 
 def _view_tables(depth, opacity, rgb, min_opacity: float):

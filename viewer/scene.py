@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cameras import Cameras, look_at
+from ..cameras import Cameras, look_at, mean_up
 from ..datasets import SceneData
 from ..frames import to_uint8
 from ..runs import LoadedRun
@@ -113,8 +113,7 @@ def start_pose(scene: SceneData | None, bbox) -> tuple[np.ndarray, np.ndarray, n
 
 def scene_up(scene: SceneData) -> np.ndarray:
     """The unit mean of the cameras' up vectors (their ``+Y`` axes in the world)."""
-    up = np.asarray(scene.cameras.c2w, np.float64)[:, :3, 1].mean(0)
-    return up / max(np.linalg.norm(up), 1e-12)
+    return mean_up(scene.cameras)
 
 
 def start_c2w(scene: SceneData | None, bbox) -> np.ndarray:

@@ -58,10 +58,11 @@ def visible_from(scene: Scene, points: np.ndarray, c2w: np.ndarray, fov_x: float
 
     A point is seen when it lies inside a camera's square field of view ``fov_x`` (the
     generator's images are square) and the ray from the camera centre towards it meets
-    nothing before it (exact ray casting, `cast_rays`, with a tolerance of 1e-4 of the
-    distance). The outer surface holds faces no camera of a rig can see, such as the
-    underside of a floor plate photographed from above; a mesh benchmark that wants
-    only what a capture could reconstruct scores recall against the seen points.
+    nothing before it (the exact ray caster behind `cast_rays`, hit distances only, with
+    a tolerance of 1e-4 of the distance). The outer surface holds faces no camera of a
+    rig can see, such as the underside of a floor plate photographed from above; a mesh
+    benchmark that wants only what a capture could reconstruct scores recall against the
+    seen points.
     """
     x = np.asarray(points, np.float64)
     seen = np.zeros(len(x), bool)

@@ -4,7 +4,7 @@ the true surfaces (a sphere, an open-top box with an interior floater, a plane).
 import numpy as np
 import pytest
 
-from sparsefield.cameras import image_rays, look_at, make_cameras, orbit_poses
+from sparsefield.cameras import elevations, image_rays, look_at, make_cameras, orbit_poses
 from sparsefield.renderers import mesh as mesh_lib
 from sparsefield.renderers import tsdf
 
@@ -245,10 +245,16 @@ def test_fusion_cameras_keep_to_the_training_band():
     train = make_cameras(np.concatenate([low, high]), 0.8, 32, 24)
     cams = tsdf.fusion_cameras(train, BBOX, 30)
     offsets = cams.c2w[6:, :, 3] - BBOX.mean(0)
-    elevation = np.degrees(tsdf.camera_elevations(offsets, (0, 0, 1)))
+    elevation = elevations(offsets, (0, 0, 1))
     assert elevation.min() >= 20.0 - 1e-3 and elevation.max() <= 60.0 + 1e-3
     assert elevation.max() - elevation.min() > 30.0  # the band is filled, not one ring
     azimuth = np.degrees(np.arctan2(offsets[:, 1], offsets[:, 0]))
     assert np.histogram(azimuth, bins=6, range=(-180, 180))[0].min() >= 3
-    tilted = tsdf.fusion_cameras(train, BBOX, 30, up=(0.0, 1.0, 0.0))  # another up: its own band
-    assert len(tilted) == 36 and not np.allclose(tilted.c2w[6:], cams.c2w[6:])
+    # Another up: the band is measured about it, so the added views keep to the range
+    # of the training cameras' elevations above the plane normal to that up.
+    up = np.array([0.0, 1.0, 0.0])
+    trained = elevations(train.c2w[:, :, 3] - BBOX.mean(0), up)
+    tilted = tsdf.fusion_cameras(train, BBOX, 30, up=up)
+    added = elevations(tilted.c2w[6:, :, 3] - BBOX.mean(0), up)
+    assert added.min() >= trained.min() - 1e-3 and added.max() <= trained.max() + 1e-3
+    assert added.max() - added.min() > 0.5 * (trained.max() - trained.min())
