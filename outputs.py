@@ -78,7 +78,7 @@ def render_path(args: RenderArgs) -> Path:
     if args.path == "test":
         cams = scene.cameras[test_views(loaded.config, scene)]
     else:
-        cams = orbit_cameras(scene.cameras[loaded.train_view_ids(scene)], loaded.method.bbox.mean(0), args.frames)
+        cams = orbit_cameras(loaded.train_cameras(scene), loaded.method.bbox.mean(0), args.frames)
     folder = Path(args.out or Path(args.run) / "renders" / args.path)
     frames = [save_frame(folder, f"{k:03d}", loaded.render(cams[k], scene.background))
               for k in tqdm(range(len(cams)), desc=f"render {args.path}")]
@@ -128,7 +128,7 @@ def fused_mesh(loaded, args: ExportArgs):
     """TSDF fusion (`sparsefield.renderers.tsdf`) of what the method renders from the
     training cameras and ``args.views`` more around the box, then its zero level set."""
     scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
-    train = scene.cameras[loaded.train_view_ids(scene)]
+    train = loaded.train_cameras(scene)
     cams = fusion_cameras(train, loaded.method.bbox, args.views, up=mean_up(train))
     renders = [loaded.render(cams[k], scene.background) for k in tqdm(range(len(cams)), desc="render for fusion")]
     stack = lambda key: np.stack([r[key] for r in renders])  # noqa: E731

@@ -18,14 +18,16 @@ import json
 import math
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoints
-from .cameras import Cameras
+from .cameras import Cameras, corrected_poses
 from .config import CONFIG_FORMAT, RunConfig, check_config, config_from_json, config_to_json
 from .errors import UsageError
 from .files import atomic_write_json, file_in_the_way, only_stale_temps
 from .methods import Method, find_method
+from .methods.pose_refinement import without_common_motion
 
 CONFIG = "config.json"
 HISTORY = "history.json"
@@ -132,6 +134,25 @@ class LoadedRun:
         if not len(logged):
             return np.asarray(scene.split("train"), np.int64)
         return logged if self.config.protocol is not None else np.asarray(scene.split("train"))[logged]
+
+    def train_cameras(self, scene) -> Cameras:
+        """The cameras of the views the run trained on (`train_view_ids`), where the run
+        refined them (``--pose-refine``) as refined: each moved by its correction with
+        the corrections' common motion left out, as training moved its rays, so the
+        cameras meet the scene the run learnt."""
+        cams = scene.cameras[self.train_view_ids(scene)]
+        params = self.state.get("params") if isinstance(self.state, dict) else None
+        if not isinstance(params, dict) or "poses" not in params:
+            return cams
+        deltas = np.asarray(params["poses"], np.float32)
+        if deltas.shape != (len(cams), 6):
+            raise UsageError(f"{self.run}: the checkpoint holds {len(deltas)} pose corrections "
+                             f"for {len(cams)} training views")
+        bbox = np.asarray(self.method.bbox, np.float64)
+        diagonal = float(np.linalg.norm(bbox[1] - bbox[0]))
+        c2w = jnp.asarray(cams.c2w, jnp.float32)
+        moved = corrected_poses(c2w, without_common_motion(jnp.asarray(deltas), c2w, diagonal), diagonal)
+        return dataclasses.replace(cams, c2w=np.asarray(moved))
 
     def render(self, camera: Cameras, background) -> dict[str, np.ndarray]:
         """``rgb [H, W, 3]``, ``depth [H, W]``, ``opacity [H, W]`` (and what else the

@@ -45,13 +45,14 @@ def test_psnr(run: Path) -> list[float | None]:
 
 
 def shown_views(loaded: LoadedRun, scene: SceneData) -> list[ShownView]:
-    """The run's training views and test views, read from its facts: ``train_view_ids``
+    """The run's training views (where it refined their poses, as refined:
+    `LoadedRun.train_cameras`) and test views, read from its facts: ``train_view_ids``
     are positions in the train split (scene indices under a ``--protocol``),
     ``test_ids`` scene indices."""
-    train = loaded.train_view_ids(scene)
+    train, train_cams = loaded.train_view_ids(scene), loaded.train_cameras(scene)
     test = [int(i) for i in loaded.facts.get("test_ids", [])]
     psnr = test_psnr(loaded.run)
-    views = [ShownView(f"train {int(i)}", "train", int(i), scene.cameras[int(i)]) for i in train]
+    views = [ShownView(f"train {int(i)}", "train", int(i), train_cams[k]) for k, i in enumerate(train)]
     for k, i in enumerate(test):
         score = f" ({psnr[k]:.2f} dB)" if k < len(psnr) and psnr[k] is not None else ""
         views.append(ShownView(f"test {i}{score}", "test", i, scene.cameras[i]))

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsefield import checkpoints
+from sparsefield.datasets import load_scene
+from sparsefield.runs import load_run
 from sparsefield.cameras import corrected_poses, look_at, make_cameras, pixel_rays, so3_exp
 from sparsefield.methods.pose_refinement import common_motion_basis, refined_rays, without_common_motion
 
@@ -42,6 +44,16 @@ def test_pose_refinement_trains_checkpoints_and_resumes(scene, tmp_path, cli):
     _, _, arrays, _ = checkpoints.read_latest(run, method="nerf")
     assert int(arrays["step"]) == 40 and not np.array_equal(arrays["params/poses"], first)
     assert json.loads((run / "config.json").read_text())["pose_correction_deg"] > 0
+    # export, orbit renders and the viewer place the training cameras where training moved them
+    loaded = load_run(run)
+    data = load_scene(loaded.config.data, scale=loaded.config.scale)
+    given, refined = data.cameras[loaded.train_view_ids(data)], loaded.train_cameras(data)
+    box = np.asarray(loaded.method.bbox)
+    diagonal = float(np.linalg.norm(box[1] - box[0]))
+    deltas = without_common_motion(jnp.asarray(arrays["params/poses"]), jnp.asarray(given.c2w), diagonal)
+    np.testing.assert_allclose(refined.c2w, corrected_poses(jnp.asarray(given.c2w), deltas, diagonal), atol=1e-6)
+    assert np.abs(np.asarray(refined.c2w) - np.asarray(given.c2w)).max() > 1e-6
+    np.testing.assert_array_equal(refined.fx, given.fx)
 
 
 def test_a_common_similarity_motion_is_projected_out_and_the_rest_kept():
