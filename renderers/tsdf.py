@@ -107,20 +107,39 @@ def volume_lattice(bbox: Float[np.ndarray, "2 3"], resolution: int):
     return shape, voxel, np.stack([bbox[0], bbox[0] + (np.array(shape) - 1) * voxel])
 
 
-def fibonacci_directions(n: int, z_range: tuple[float, float] = (-1.0, 1.0)) -> Float[np.ndarray, "n 3"]:
+def fibonacci_directions(
+    n: int, z_range: tuple[float, float] = (-1.0, 1.0), azimuths: tuple[float, float] = (0.0, 2.0 * math.pi)
+) -> Float[np.ndarray, "n 3"]:
     """``n`` unit vectors spread evenly over the sphere, or over its band
-    ``z_range[0] <= z <= z_range[1]`` (Fibonacci lattice).
+    ``z_range[0] <= z <= z_range[1]`` and azimuth arc ``azimuths = (start, width)`` in
+    radians (Fibonacci lattice).
 
     ``z_k`` steps evenly from the top of the band to its bottom (equal-area rings, the
-    sphere's area being uniform in z), azimuth ``k pi (3 - sqrt 5)``: each point turned
-    by the golden angle from the last, so no two cluster and none sits exactly on a pole.
+    sphere's area being uniform in z); azimuth ``start + width frac(k (3 - sqrt 5) / 2)``:
+    over the whole circle each point is turned by the golden angle from the last, so no
+    two cluster and none sits exactly on a pole.
     """
     lo, hi = z_range
+    start, width = azimuths
     k = np.arange(n) + 0.5
     z = hi - (hi - lo) * k / n
-    phi = np.pi * (3.0 - math.sqrt(5.0)) * np.arange(n)
+    phi = start + width * np.mod(0.5 * (3.0 - math.sqrt(5.0)) * np.arange(n), 1.0)
     rho = np.sqrt(np.clip(1.0 - z * z, 0.0, 1.0))
     return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
+
+
+def one_side_arc(angles: np.ndarray) -> tuple[float, float] | None:
+    """``(start, width)`` in radians of the smallest arc holding every angle of
+    ``angles`` (radians), when they all lie within a half-circle (a capture from one
+    side: the largest gap between neighbours exceeds pi); None when they go round."""
+    if len(angles) < 2:
+        return None
+    ordered = np.sort(np.mod(angles, 2.0 * np.pi))
+    gaps = np.diff(np.concatenate([ordered, ordered[:1] + 2.0 * np.pi]))
+    widest = int(np.argmax(gaps))
+    if gaps[widest] <= np.pi:
+        return None
+    return float(ordered[(widest + 1) % len(ordered)]), float(2.0 * np.pi - gaps[widest])
 
 
 def fusion_cameras(
@@ -144,7 +163,10 @@ def fusion_cameras(
     They keep to the band of elevations (angles above the plane normal to ``up``) that
     the training cameras span: a view from below a capture made from above sees what the
     field invented where no photo looked (the underside of a floor, the fog beneath an
-    object), and fusing it puts that invention into the mesh.
+    object), and fusing it puts that invention into the mesh. For the same reason, when
+    the training cameras all sit on one side of the box (a forward-facing capture: within
+    a half-circle of azimuth about ``up``), the added views keep to the arc of azimuths
+    they span instead of going round to the side no photo shows.
 
     Args:
         train_cameras: ``[C]`` cameras (numpy or jax arrays).
@@ -169,11 +191,12 @@ def fusion_cameras(
         trained = elevations(offsets, up)
         band = (float(trained.min()), float(trained.max()))
     z_range = tuple(float(np.sin(np.radians(np.clip(b, -90.0, 90.0)))) for b in band)
-    local = fibonacci_directions(extra, z_range)
     # The lattice's +z onto ``up``: any two unit vectors completing a right-handed frame.
     side = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
     side /= np.linalg.norm(side)
     frame = np.stack([side, np.cross(up, side), up])
+    arc = one_side_arc(np.arctan2(offsets @ frame[1], offsets @ frame[0]))  # None: they go round
+    local = fibonacci_directions(extra, z_range, arc or (0.0, 2.0 * np.pi))
     eyes = center + radius * local @ frame
     poses = np.array([look_at(eye, center, up) for eye in eyes], np.float32).reshape(-1, 3, 4)
 

@@ -258,3 +258,22 @@ def test_fusion_cameras_keep_to_the_training_band():
     added = elevations(tilted.c2w[6:, :, 3] - BBOX.mean(0), up)
     assert added.min() >= trained.min() - 1e-3 and added.max() <= trained.max() + 1e-3
     assert added.max() - added.min() > 0.5 * (trained.max() - trained.min())
+
+
+def test_one_side_arc_holds_the_angles_only_when_they_lie_within_a_half_circle():
+    start, width = tsdf.one_side_arc(np.radians([350.0, 10.0, 25.0]))  # across 0
+    assert np.degrees(start) == pytest.approx(350.0) and np.degrees(width) == pytest.approx(35.0)
+    assert tsdf.one_side_arc(np.radians([0.0, 120.0, 240.0])) is None  # they go round
+    assert tsdf.one_side_arc(np.radians([30.0])) is None
+
+
+def test_fusion_cameras_of_a_forward_facing_capture_keep_to_its_side():
+    """Training cameras all on one side of the box (azimuths -30 to 40 degrees): the
+    added views spread over that arc, none round the back that no photo shows."""
+    eyes = [(3.0 * np.cos(a), 3.0 * np.sin(a), 1.0) for a in np.radians([-30.0, -5.0, 15.0, 40.0])]
+    train = make_cameras(np.stack([look_at(eye, (0, 0, 0)) for eye in eyes]), 0.8, 32, 24)
+    cams = tsdf.fusion_cameras(train, BBOX, 20)
+    offsets = cams.c2w[4:, :, 3] - BBOX.mean(0)
+    azimuth = np.degrees(np.arctan2(offsets[:, 1], offsets[:, 0]))
+    assert azimuth.min() >= -30.0 - 1e-3 and azimuth.max() <= 40.0 + 1e-3
+    assert np.histogram(azimuth, bins=5, range=(-30, 40))[0].min() >= 2  # spread over the arc
