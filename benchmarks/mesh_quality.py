@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=None, help="only runs under folders of these names")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="only runs of these seeds (folders named ...-s<seed>, as benchmarks/fewshot.py writes)")
+    parser.add_argument("--views", type=int, nargs="+", default=None,
+                        help="only runs of these view counts (folders named ...-<N>v-s<seed>)")
     args = parser.parse_args()
     runs = sorted({m.parent for root in args.runs for m in ([root / "metrics.json"] if (root / "metrics.json").exists()
                                                                else root.rglob("metrics.json"))})
@@ -153,6 +155,8 @@ def main() -> None:
         runs = [run for run in runs if run.parent.name in args.recipes]
     if args.seeds is not None:
         runs = [run for run in runs if any(run.name.endswith(f"-s{seed}") for seed in args.seeds)]
+    if args.views is not None:
+        runs = [run for run in runs if any(f"-{views}v-s" in run.name for views in args.views)]
     rows = []
     for run in runs:
         for route in args.routes:
