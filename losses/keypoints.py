@@ -11,7 +11,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .base import ConstantWeight, LossInputs
+from .base import LossInputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ class KeypointTargets:
 
 
 @dataclasses.dataclass(frozen=True)
-class KeypointDepth(ConstantWeight):
+class KeypointDepth:
     """``L = sum_k w_k |D_k - d_k| / d_k / sum_k w_k``: the rendered expected distance
     ``D = sum_i w_i t_i`` of the ray through keypoint ``k`` against the distance ``d_k``
     of its triangulated point, relative, weighted by the keypoint's confidence ``w_k``
@@ -41,6 +41,15 @@ class KeypointDepth(ConstantWeight):
     """Keypoint rays per step (radiance field; a Gaussian scene reads the keypoints of its crop)."""
     sample_budget: int = 2**14
     """Field evaluations for all keypoint rays together (radiance field)."""
+    until: int | None = None
+    """Training step from which the term is off (None: on throughout): the points then
+    shape the geometry early, while the field is coarse, and leave the last steps to the
+    colour alone."""
+
+    def weight_at(self, step):
+        if self.until is None:
+            return self.weight
+        return jnp.where(jnp.asarray(step) < self.until, self.weight, 0.0)
 
     def __call__(self, inputs: LossInputs) -> Array:
         kp = inputs.keypoints

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sparsefield.losses.base import LossInputs
 from sparsefield.losses.keypoints import KeypointDepth, KeypointTargets
@@ -39,6 +40,13 @@ def test_keypoint_depth_pulls_the_rendered_depth_to_the_point():
     term = KeypointDepth()
     grad = jax.grad(lambda d: term(keypoint_inputs(d, [2.0, 2.0], [1.0, 1.0])))(jnp.array([1.5, 2.5]))
     assert grad[0] < 0 < grad[1]  # a descent step lengthens the short ray and shortens the long one
+
+
+def test_keypoint_depth_with_until_is_off_from_that_step():
+    assert float(KeypointDepth(weight=0.1).weight_at(10_000)) == pytest.approx(0.1)
+    term = KeypointDepth(weight=0.1, until=300)
+    weights = jax.jit(term.weight_at)(jnp.array([0, 299, 300, 999]))
+    np.testing.assert_allclose(weights, [0.1, 0.1, 0.0, 0.0])
 
 
 def sparsity_inputs(density_fn):
