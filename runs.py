@@ -141,10 +141,10 @@ class LoadedRun:
         the corrections' common motion left out, as training moved its rays, so the
         cameras meet the scene the run learnt."""
         cams = scene.cameras[self.train_view_ids(scene)]
-        params = self.state.get("params") if isinstance(self.state, dict) else None
-        if not isinstance(params, dict) or "poses" not in params:
+        deltas = self.state.get("params", {}).get("poses")
+        if deltas is None:
             return cams
-        deltas = np.asarray(params["poses"], np.float32)
+        deltas = np.asarray(deltas, np.float32)
         if deltas.shape != (len(cams), 6):
             raise UsageError(f"{self.run}: the checkpoint holds {len(deltas)} pose corrections "
                              f"for {len(cams)} training views")

@@ -22,12 +22,13 @@ import numpy as np
 import viser
 
 from .. import parallel
+from ..cameras import mean_up
 from ..datasets import DatasetError, SceneData, load_scene
 from ..errors import UsageError
 from ..runs import LoadedRun, load_run
 from .convert import has_gaussians, image_size, splat_arrays, vertical_fov, viser_camera, viser_from_c2w
 from .render import MODES, Frame, RenderQueue, frame_image
-from .scene import ShownView, add_frustums, scene_up, shown_views, start_c2w, start_pose, test_psnr
+from .scene import ShownView, add_frustums, shown_views, start_c2w, start_pose, test_psnr
 
 SAVED = "views"
 """Folder of the run that `Viewer.save_view` writes to."""
@@ -108,7 +109,7 @@ class Viewer:
         """Up direction, the first camera, the Gaussians when there are some, the frustums."""
         scene = self.scene
         if scene is not None:
-            self.server.scene.set_up_direction(scene_up(scene))
+            self.server.scene.set_up_direction(mean_up(scene.cameras))
         position, target, up, fov = start_pose(scene, self.bbox)
         initial = self.server.initial_camera
         initial.position, initial.look_at, initial.up, initial.fov = position, target, up, fov

@@ -106,15 +106,10 @@ def start_pose(scene: SceneData | None, bbox) -> tuple[np.ndarray, np.ndarray, n
     if scene is None:
         diagonal = np.ptp(np.asarray(bbox, np.float64), axis=0)
         return centre + diagonal * np.array([1.0, -1.0, 0.6]), centre, np.array([0.0, 0.0, 1.0]), np.radians(50.0)
-    up = scene_up(scene)
+    up = mean_up(scene.cameras)
     first = scene.cameras[0]
     offset = np.asarray(first.centers, np.float64) - centre
     return centre + 1.5 * offset + 0.5 * np.linalg.norm(offset) * up, centre, up, vertical_fov(first)
-
-
-def scene_up(scene: SceneData) -> np.ndarray:
-    """The unit mean of the cameras' up vectors (their ``+Y`` axes in the world)."""
-    return mean_up(scene.cameras)
 
 
 def start_c2w(scene: SceneData | None, bbox) -> np.ndarray:
