@@ -85,6 +85,13 @@ class ConstantWeight:
         return self.weight
 
 
+def active_terms(terms: dict, step: int) -> dict:
+    """The terms still on at ``step``: a term with an ``until`` step (its weight is 0 from
+    then on) is left out from that step, so that a method can compile a step that no
+    longer renders what it alone reads (keypoint rays, patches)."""
+    return {n: t for n, t in terms.items() if getattr(t, "until", None) is None or step < t.until}
+
+
 def masked_mean(values: Float[Array, " R"], keep: Float[Array, " R"]) -> Float[Array, ""]:
     """Mean of ``values`` over the rays with ``keep = 1``."""
     return jnp.sum(values * keep) / jnp.maximum(jnp.sum(keep), 1.0)

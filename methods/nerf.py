@@ -26,7 +26,7 @@ from ..datasets.batches import make_ray_data
 from ..errors import UsageError
 from ..fields import pruning
 from ..fields.field import RadianceField
-from ..losses.base import usable_terms
+from ..losses.base import active_terms, usable_terms
 from ..renderers.mesh import DEFAULT_THRESHOLD
 from ..renderers.render import render_image, render_rays
 from ..renderers.spaces import NDC
@@ -97,10 +97,10 @@ class RadianceFieldMethod(Method):
     def field(self, step: int) -> RadianceField:
         """The field as trained at ``step``, one object per stage: its bound ``__call__`` is
         a static argument of the compiled renderer, so a new object would compile again."""
-        stage = self.stage(step)
-        if stage not in self._fields:
-            self._fields[stage] = make_field(at_step(self.config, step), self.bbox)
-        return self._fields[stage]
+        encoding = self.encoding_at(step)
+        if encoding not in self._fields:
+            self._fields[encoding] = make_field(at_step(self.config, step), self.bbox)
+        return self._fields[encoding]
 
     # ---- training ------------------------------------------------------------------------
 
@@ -143,17 +143,24 @@ class RadianceFieldMethod(Method):
     def place(self, state: dict) -> dict:
         return parallel.replicate(state, self.mesh)
 
-    def stage(self, step: int):
+    def encoding_at(self, step: int):
         """The encoding as trained at ``step`` (a progressive grid changes with it)."""
         return at_step(self.config, step).field.encoding
 
+    def stage(self, step: int):
+        """The encoding at ``step`` and the names of the loss terms still on then
+        (`active_terms`)."""
+        return self.encoding_at(step), tuple(active_terms(self.terms, step))
+
     def make_step(self, stage):
-        config = dataclasses.replace(self.config, field=dataclasses.replace(self.config.field, encoding=stage))
+        encoding, names = stage
+        config = dataclasses.replace(self.config, field=dataclasses.replace(self.config.field, encoding=encoding))
         field = make_field(config, self.bbox)
-        return make_train_step(config, field, self.bbox, self.sampler, make_optimizer(config), self.terms, self.mesh)
+        terms = {n: self.terms[n] for n in names}
+        return make_train_step(config, field, self.bbox, self.sampler, make_optimizer(config), terms, self.mesh)
 
     def after_step(self, state: dict, done: int, views: TrainViews) -> dict:
-        if done >= self.config.steps or self.stage(done) == self.stage(done - 1):
+        if done >= self.config.steps or self.encoding_at(done) == self.encoding_at(done - 1):
             return state
         return self.place(self.grow(parallel.to_host(state), done))
 
@@ -168,7 +175,7 @@ class RadianceFieldMethod(Method):
             lambda x: jnp.full_like(x, step) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.integer) else x,
             opt_state,
         )
-        print(f"\nvoxel grid: {self.stage(step - 1).resolutions.tolist()} -> {self.stage(step).resolutions.tolist()}")
+        print(f"\nvoxel grid: {self.encoding_at(step - 1).resolutions.tolist()} -> {self.encoding_at(step).resolutions.tolist()}")
         return {**state, "params": params, "optimizer": opt_state}
 
     def finish(self, state: dict) -> tuple[dict, dict]:

@@ -136,3 +136,25 @@ def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path, cli):
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"]) and len(metrics["train_view_ids"]) == 3
     assert metrics["protocol"] is None and metrics["masked"] is False
+
+
+def test_a_term_with_until_leaves_the_compiled_step_from_that_step():
+    """Keypoint depth off from step 5: the steps before compile with its keypoint rays,
+    the steps after without them (no render of rays whose loss weighs 0)."""
+    import dataclasses
+
+    from sparsefield.config import PRESETS
+    from sparsefield.losses.keypoints import KeypointDepth
+    from sparsefield.methods.nerf import RadianceFieldMethod
+    from sparsefield.methods.nerf_step import ray_sets
+
+    config = PRESETS["fewshot"]
+    config = dataclasses.replace(config, reg=dataclasses.replace(config.reg, keypoint_depth=KeypointDepth(until=5)))
+    bbox = np.array([[-1.0] * 3, [1.0] * 3])
+    method = RadianceFieldMethod(config, bbox)
+    (enc_early, early), (enc_late, late) = method.stage(4), method.stage(5)
+    assert "keypoint_depth" in early and "keypoint_depth" not in late and enc_early == enc_late
+    assert set(early) - set(late) == {"keypoint_depth"}
+    assert "keypoint" in ray_sets(config, {n: method.terms[n] for n in early}, bbox, 3.46)
+    assert "keypoint" not in ray_sets(config, {n: method.terms[n] for n in late}, bbox, 3.46)
+    assert method.field(4) is method.field(5)  # one field (and compiled renderer) for both
