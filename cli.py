@@ -31,8 +31,8 @@ import tyro
 
 from .alignment import PoseAlignment
 from .cache import use_compile_cache
-from .config import (PRESETS, RunConfig, component_paths, config_classes, expected, get_path, inherit,
-                     replace_path, strip_annotated, union_members)
+from .config import (PRESET_METHODS, PRESETS, RunConfig, component_paths, config_classes, expected, get_path,
+                     inherit, preset_config, replace_path, strip_annotated, train_view_count, union_members)
 from .datasets import DatasetError
 from .datasets.sfm import SfmConfig, estimate_poses
 from .errors import UsageError
@@ -271,9 +271,28 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
     rest, chosen = split_choices(args)
     if "--help" not in rest:
         check_flags(RunConfig, rest, "sparsefield train")
-    base = with_choices(PRESETS[preset], chosen)
+    method = flag_value(args, "--method")
+    if method is None and preset in PRESET_METHODS:  # the preset picks it by the views the flags give
+        base = with_choices(PRESETS[preset], chosen)
+        first = parse_flags(RunConfig, component_args(rest, base), "sparsefield train", default=base, checked=True)
+        views = train_view_count(first)
+        method = PRESET_METHODS[preset](views)
+        if method != PRESETS[preset].method:
+            print(f"--preset {preset} from {views} views: --method {method} (give --method to choose another)")
+    preset_base = preset_config(preset, method)
+    base = with_choices(preset_base, chosen)
     config = parse_flags(RunConfig, component_args(rest, base), "sparsefield train", default=base, checked=True)
-    return config, frozenset(changed_paths(PRESETS[preset], config))
+    return config, frozenset(changed_paths(preset_base, config))
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` (``--flag V`` or ``--flag=V``), else None."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def changed_paths(a, b, prefix: str = "") -> list[str]:

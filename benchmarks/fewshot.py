@@ -34,10 +34,13 @@ import numpy as np
 
 RECIPES: dict[str, list[str]] = {
     "nerf-default": [],
-    "nerf-fewshot": ["--preset", "fewshot"],
-    "splat-fewshot": ["--method", "splat", "--preset", "fewshot", "--steps", "700"],
+    "fewshot": ["--preset", "fewshot"],
+    "nerf-fewshot": ["--preset", "fewshot", "--method", "nerf"],
+    "splat-fewshot": ["--preset", "fewshot", "--method", "splat"],
 }
-"""Recipe name -> flags. ``--extra NAME=FLAGS`` adds more (e.g. one regularizer each)."""
+"""Recipe name -> flags. ``--extra NAME=FLAGS`` adds more (e.g. one regularizer each).
+``fewshot`` is the recommended recipe as a user types it: its method is picked by the
+number of views (`sparsefield.config.PRESET_METHODS`)."""
 
 SCENES = ("demo", "thin_wires", "concave_bowl", "textureless", "fine_texture", "glossy", "floating_torus", "chair")
 

@@ -10,7 +10,7 @@ import pytest
 
 from sparsefield import cli as cli_module
 from sparsefield.cli import parse_train, parse_train_args
-from sparsefield.config import PRESETS, component_paths, get_path
+from sparsefield.config import PRESETS, component_paths, get_path, preset_config
 from sparsefield.errors import UsageError
 from sparsefield.fields.simplex import SimplexGrid
 from sparsefield.fields.voxel import VoxelGrid
@@ -115,6 +115,31 @@ def test_train_help_is_short_and_points_to_the_rest(capsys):
     assert "sparsefield train --help-all" in text
 
 
+def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(capsys):
+    """--preset fewshot: Gaussians (700 steps, opacity decay) from 4 views or fewer, the
+    radiance field from more, with keypoint depth (3+ view tracks, first 300 steps);
+    --method overrides the pick, in either spelling, and gets its method's form."""
+    config, given = parse_train(["--preset", "fewshot"])
+    assert config.method == "nerf" and config.steps == 1000 and not given
+    assert config.reg.keypoint_depth.until == 300 and config.points.min_track == 3
+    for args in (["--views", "3"], ["--views", "4"], ["--view-ids", "0,5,9"], ["--protocol", "llff3"]):
+        config = parse_train_args(["--preset", "fewshot", *args])
+        assert config.method == "splat" and config.steps == 700 and config.splat.opacity_decay is not None
+        assert config.reg.keypoint_depth is None and config.points == PRESETS["fewshot"].points
+    assert "--preset fewshot from 3 views: --method splat" in capsys.readouterr().out
+    for args in (["--views", "6"], ["--protocol", "blender8"], ["--views", "3", "--method", "nerf"],
+                 ["--views", "3", "--method=nerf"]):
+        config = parse_train_args(["--preset", "fewshot", *args])
+        assert config.method == "nerf" and config.reg.keypoint_depth is not None
+    config = parse_train_args(["--preset", "fewshot", "--method", "surfel"])
+    assert config.method == "surfel" and config.reg.keypoint_depth is None and config.steps == 1000
+    assert parse_train_args(["--views", "3"]).method == "nerf"  # other presets keep their method
+    config, given = parse_train(["--preset", "fewshot", "--reg.keypoint-depth", "none"])
+    assert config.reg.keypoint_depth is None and given == {"reg.keypoint-depth"}
+    config, given = parse_train(["--preset", "fewshot", "--views", "3", "--steps", "900"])
+    assert config.steps == 900 and given == {"views", "steps"}
+
+
 def test_demo_trains_the_fewshot_preset_unless_told(monkeypatch):
     seen = []
     monkeypatch.setenv("SPARSEFIELD_COMPILE_CACHE", "off")
@@ -123,7 +148,7 @@ def test_demo_trains_the_fewshot_preset_unless_told(monkeypatch):
     for args in (["--steps", "7"], ["--preset", "default"]):
         with pytest.raises(SystemExit):
             cli_module.main(["demo", *args])
-    assert seen == [dataclasses.replace(PRESETS["fewshot"], steps=7), PRESETS["default"]]
+    assert seen == [dataclasses.replace(preset_config("fewshot"), steps=7), PRESETS["default"]]
 
 
 def test_unknown_command_exits_2_with_a_suggestion(capsys):

@@ -121,7 +121,8 @@ FEWSHOT = [
 
 def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path, cli):
     out = tmp_path / "fewshot"
-    cli("train", "--preset", "fewshot", "--data", scene, "--views", 3, "--steps", 20, "--out", out, *FEWSHOT)
+    cli("train", "--preset", "fewshot", "--method", "nerf", "--data", scene, "--views", 3, "--steps", 20, "--out", out,
+        *FEWSHOT)
     history = json.loads((out / "history.json").read_text())["train"]
     assert history[-1]["step"] == 20 and history[-1]["psnr"] > history[0]["psnr"]
     terms = ("loss_occlusion", "loss_distortion", "loss_mask", "loss_depth_smoothness")
@@ -133,6 +134,7 @@ def test_fewshot_preset_trains_with_its_regularizers(scene, tmp_path, cli):
     assert config["field"]["coarse_to_fine"]["__class__"] == "CoarseToFine"
     assert config["reg"]["depth_smoothness"]["patches"]["num_patches"] == 4  # a term added by flag
     assert config["reg"]["mask"]["weight"] == 0.1 and config["occupancy"]["min_views"] == 3
+    assert config["reg"]["keypoint_depth"]["until"] == 300 and config["points"]["min_track"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"]) and len(metrics["train_view_ids"]) == 3
     assert metrics["protocol"] is None and metrics["masked"] is False
