@@ -53,7 +53,8 @@ class ExportArgs:
     route: Literal["tsdf", "density"] = "tsdf"
     """How the surface is found: ``tsdf`` fuses the depth the method renders from the
     training cameras and views all around into a truncated signed distance volume (only
-    first-hit surfaces enter, so fog inside an object or in a cavity cannot); ``density``
+    first-hit surfaces that a training camera saw from the front enter, so fog inside an
+    object, in a cavity or under a floor cannot); ``density``
     runs marching cubes on the method's own field at ``--threshold``."""
     views: int = 32
     """``tsdf``: views added around the box to the training cameras."""
@@ -126,14 +127,16 @@ def density_mesh(loaded, args: ExportArgs):
 
 def fused_mesh(loaded, args: ExportArgs):
     """TSDF fusion (`sparsefield.renderers.tsdf`) of what the method renders from the
-    training cameras and ``args.views`` more around the box, then its zero level set."""
+    training cameras and ``args.views`` more around the box, then its zero level set
+    where a training camera saw the surface from the front (the added views carve)."""
     scene = load_scene(args.data or loaded.config.data, scale=loaded.config.scale)
     train = loaded.train_cameras(scene)
     cams = fusion_cameras(train, loaded.method.bbox, args.views, up=mean_up(train))
     renders = [loaded.render(cams[k], scene.background) for k in tqdm(range(len(cams)), desc="render for fusion")]
     stack = lambda key: np.stack([r[key] for r in renders])  # noqa: E731
+    photos = np.arange(len(renders)) < len(train)  # fusion_cameras puts the training cameras first
     volume = fuse(np.stack([surface_distance(r) for r in renders]), stack("opacity"), stack("rgb"), cams,
-                  loaded.method.bbox, args.resolution)
+                  loaded.method.bbox, args.resolution, front_views=photos)
     mesh = extract(volume)
     if len(mesh.faces) == 0:
         raise UsageError(f"{args.run}: the renders show no surface to fuse; try --route density")

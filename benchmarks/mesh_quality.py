@@ -39,9 +39,10 @@ import trimesh
 THRESHOLDS = (0.005, 0.01)
 """Distance thresholds of precision / recall / F, as shares of the box diagonal."""
 
-SCORING = 2
+SCORING = 3
 """Version of the scoring kept in ``mesh_ROUTE.json``; rows of another version are redone
-(2: completeness against the seen surface, `seen_truth`)."""
+(2: completeness against the seen surface, `seen_truth`; 3: the tsdf route meshes only
+what a training camera saw from the front)."""
 
 
 @functools.cache

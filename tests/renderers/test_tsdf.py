@@ -170,6 +170,44 @@ def test_unobserved_space_makes_no_surface():
         assert volume.weight[tuple(np.round((np.array(point) + 1.0) / VOXEL).astype(int))] == 0
 
 
+def test_a_surface_no_view_saw_from_the_front_is_not_meshed():
+    """A plate seen only from above (3-50 degrees up): grazing rays pass beneath its
+    edges, so carving alone closes an underside below it; no view saw that underside
+    from the front, and it is dropped, while the top and the sides stay whole."""
+    poses = np.concatenate([orbit_poses((0, 0, 0), 3.0, e, 6) for e in (3.0, 20.0, 50.0)])
+    cams = tsdf.fusion_cameras(make_cameras(poses, 0.8, WIDTH, WIDTH), BBOX, 14)
+    plate = ((-0.6, -0.6, -0.5), (0.6, 0.6, -0.44))
+    volume = tsdf.fuse(*_render(cams, boxes=[plate]), cams, BBOX, resolution=RES)
+
+    def areas(mesh):
+        n, a = mesh.face_normals[:, 2], mesh.area_faces
+        return a[n < -0.9].sum(), a[n > 0.9].sum(), a[np.abs(n) < 0.3].sum()
+
+    down, up, side = areas(tsdf.extract(volume, seen_fronts=False))
+    assert down > 0.25  # carving made an underside (the true one has area 1.44)
+    down_seen, up_seen, side_seen = areas(tsdf.extract(volume))
+    assert down_seen < 0.05 * down
+    assert up_seen == pytest.approx(up) and side_seen == pytest.approx(side)
+    assert up_seen == pytest.approx(1.2 * 1.2, rel=0.05)
+
+
+def test_only_the_front_views_mark_what_was_seen():
+    """``front_views``: the six training cameras circle 45 degrees above the sphere and
+    the added views go all round it. Counting only the training cameras' fronts, the
+    cap below that no training camera sees is dropped. Every view still carves, so the
+    rest of the sphere is as before."""
+    cams = _rig()
+    maps = _render(cams, spheres=[(np.zeros(3), RADIUS)])
+    photos = np.arange(len(cams)) < 6
+    every = tsdf.extract(tsdf.fuse(*maps, cams, BBOX, resolution=RES))
+    seen = tsdf.extract(tsdf.fuse(*maps, cams, BBOX, resolution=RES, front_views=photos))
+    assert every.is_watertight and every.vertices[:, 2].min() < -0.95 * RADIUS
+    assert not seen.is_watertight and seen.vertices[:, 2].min() > -0.9 * RADIUS
+    assert seen.vertices[:, 2].max() > 0.95 * RADIUS  # the top, which they all see
+    # cameras 45 degrees up at 5 radii see the sphere down to about 33 degrees below its equator
+    assert seen.area > 0.6 * every.area
+
+
 def test_plane_values_match_formula():
     """One camera above a half-plane z = 0 (x < 0 only): the stored distance is the
     signed distance along each voxel's ray, truncated; free space where the plane is
