@@ -271,15 +271,14 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
     rest, chosen = split_choices(args)
     if "--help" not in rest:
         check_flags(RunConfig, rest, "sparsefield train")
-    method = flag_value(args, "--method")
+    method, views = flag_value(args, "--method"), None
     if method is None and preset in PRESET_METHODS:  # the preset picks it by the views the flags give
         base = with_choices(PRESETS[preset], chosen)
-        first = parse_flags(RunConfig, component_args(rest, base), "sparsefield train", default=base, checked=True)
-        views = train_view_count(first)
-        method = PRESET_METHODS[preset](views)
-        if method != PRESETS[preset].method:
-            print(f"--preset {preset} from {views} views: --method {method} (give --method to choose another)")
-    preset_base = preset_config(preset, method)
+        views = train_view_count(parse_flags(RunConfig, component_args(rest, base), "sparsefield train",
+                                             default=base, checked=True))
+    preset_base = preset_config(preset, method, views)
+    if method is None and preset_base.method != PRESETS[preset].method:
+        print(f"--preset {preset} from {views} views: --method {preset_base.method} (give --method to choose another)")
     base = with_choices(preset_base, chosen)
     config = parse_flags(RunConfig, component_args(rest, base), "sparsefield train", default=base, checked=True)
     return config, frozenset(changed_paths(preset_base, config))

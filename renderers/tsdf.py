@@ -28,10 +28,9 @@ its distance from the camera centre along its ray:
 observation); colour averages the pixel's rgb over surface observations with
 ``|s| < mu`` only, so rays that pass beside a silhouette do not paint the surface with
 the background. A voxel with ``0 <= s < mu`` in some view was seen in front of a
-surface (``F``, the number of such views; one voxel behind it counts too, for the
-pixel quantisation of nearest-pixel lookup). Extraction takes the zero level set of ``D``
-by marching cubes in cubes whose eight corners were all observed and one of which has
-``F > 0``: a sign change that carving alone makes (under a floor plate, where grazing
+surface (``F``; one voxel behind it counts too, for the pixel quantisation of
+nearest-pixel lookup). Extraction takes the zero level set of ``D`` by marching cubes in
+cubes whose eight corners were all observed and one of which has ``F``: a sign change that carving alone makes (under a floor plate, where grazing
 rays pass beneath its edge and no view looks at its underside) is no surface any view
 saw.
 """
@@ -74,8 +73,8 @@ class TSDFVolume:
         weight: ``[X, Y, Z]`` float32 number of views that observed each voxel.
         color: ``[X, Y, Z, 3]`` float32 mean rgb in ``[0, 1]`` of near-surface observations.
         color_weight: ``[X, Y, Z]`` float32 number of those observations.
-        front: ``[X, Y, Z]`` float32 number of views that saw the voxel within
-            ``truncation`` in front of a surface they hit.
+        front: ``[X, Y, Z]`` bool, whether a view among `fuse`'s ``front_views`` saw
+            the voxel within ``truncation`` in front of a surface it hit.
         bbox: ``[2, 3]`` first and last lattice point: voxel ``(i, j, k)`` sits at
             ``bbox[0] + (i, j, k) * voxel_size``.
         truncation: mu, world units.
@@ -267,13 +266,14 @@ def _observe(p, tables, intrinsics, shape, truncation, voxel, z_depth: bool):
 def _blend(state, sdf, update, near, front, rgb):
     """Running averages where observed: ``W' = W + 1``, ``D' = D + (s - D) / W'`` (the
     same as ``(W D + s) / (W + 1)``, but needing only ``W'``, so XLA updates the donated
-    buffers in place instead of copying the old weights); colour likewise where ``near``."""
+    buffers in place instead of copying the old weights); colour likewise where ``near``;
+    ``front`` accumulates by or."""
     tsdf, weight, color, color_weight, seen_front = state
     weight = weight + update
     tsdf = jnp.where(update, tsdf + (sdf - tsdf) / jnp.maximum(weight, 1.0), tsdf)
     color_weight = color_weight + near
     step = jnp.where(near, 1.0 / jnp.maximum(color_weight, 1.0), 0.0)
-    return tsdf, weight, color + (rgb - color) * step[..., None], color_weight, seen_front + front
+    return tsdf, weight, color + (rgb - color) * step[..., None], color_weight, seen_front | front
 
 
 @functools.partial(jax.jit, static_argnames=("image_shape", "z_depth"), donate_argnums=(0,))
@@ -340,7 +340,7 @@ def fuse(
     mu = DEFAULT_TRUNCATION_VOXELS * voxel if truncation is None else float(truncation)
     state = (
         jnp.full(shape, mu, jnp.float32), jnp.zeros(shape, jnp.float32),
-        jnp.zeros(shape + (3,), jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32),
+        jnp.zeros(shape + (3,), jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, bool),
     )
     intrinsics = [np.asarray(v, np.float32).reshape(-1)
                   for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy)]
@@ -397,9 +397,9 @@ def extract(
     border between seen and unseen space (behind every surface, outside every frustum)
     makes no surface. With ``seen_fronts``, so are faces in a cube none of whose corners
     a view saw in front of a surface it hit (``front``): there the sign change comes
-    from carving alone, as under a floor plate that grazing rays pass beneath. Faces are wound counter-clockwise seen from outside (positive
-    distance) and vertex normals point outward; vertex colours are trilinear in the
-    colour volume (`_vertex_colors`).
+    from carving alone, as under a floor plate that grazing rays pass beneath. Faces are
+    wound counter-clockwise seen from outside (positive distance) and vertex normals
+    point outward; vertex colours are trilinear in the colour volume (`_vertex_colors`).
 
     Args:
         volume: the fused `TSDFVolume`.
@@ -429,7 +429,7 @@ def extract(
     cube = np.clip(np.floor(verts[faces].mean(axis=1)).astype(int), 0, np.array(volume.tsdf.shape) - 2)
     cubes = _corners(observed, np.logical_and)
     if seen_fronts:
-        cubes &= _corners(volume.front > 0, np.logical_or)
+        cubes &= _corners(volume.front, np.logical_or)
     keep = cubes[cube[:, 0], cube[:, 1], cube[:, 2]]
     if not keep.any():
         raise ValueError("No surface: every sign change of the fused volume borders unobserved voxels.")
