@@ -116,7 +116,9 @@ def empty_state(capacity: int) -> dict:
 def co_prune(scenes: dict, co) -> dict:
     """CoR-GS's co-pruning: in each of two scenes, the live Gaussians with no live Gaussian
     of the other scene within ``co.prune_distance`` times the other scene's median
-    neighbour spacing die. One scene: unchanged."""
+    neighbour spacing die, unless (``co.coverage`` > 0) their mean lies within
+    ``co.coverage`` standard deviations of one of the other's Gaussians. One scene:
+    unchanged."""
     if co is None or "twin" not in scenes:
         return scenes
     live = {n: np.asarray(s["alive"]) for n, s in scenes.items()}
@@ -125,9 +127,27 @@ def co_prune(scenes: dict, co) -> dict:
     for n, other in (("main", "twin"), ("twin", "main")):
         tree = cKDTree(means[other])
         spacing = float(np.median(tree.query(means[other], k=2)[0][:, 1])) if len(means[other]) > 1 else np.inf
-        dist, _ = tree.query(np.asarray(scenes[n]["params"]["means"]))
-        out[n] = {**scenes[n], "alive": jnp.asarray(live[n] & (dist <= co.prune_distance * spacing))}
+        points = np.asarray(scenes[n]["params"]["means"])
+        keep = tree.query(points)[0] <= co.prune_distance * spacing
+        if co.coverage > 0:
+            keep |= covered(points, scenes[other], live[other], co.coverage)
+        out[n] = {**scenes[n], "alive": jnp.asarray(live[n] & keep)}
     return out
+
+
+def covered(points, scene: dict, alive, sigmas: float, neighbours: int = 16) -> np.ndarray:
+    """Which ``points`` lie within ``sigmas`` standard deviations (Mahalanobis distance)
+    of one of the ``neighbours`` live Gaussians of ``scene`` whose means are nearest."""
+    params = jax.device_get(scene["params"])
+    means = np.asarray(params["means"])[alive]
+    if len(means) == 0:
+        return np.zeros(len(points), bool)
+    rot = np.asarray(quat_to_rotmat(jnp.asarray(params["quats"])))[alive]
+    inv_scales = np.exp(-np.asarray(params["log_scales"]))[alive]
+    _, idx = cKDTree(means).query(points, k=min(neighbours, len(means)))
+    idx = idx.reshape(len(points), -1)
+    local = np.einsum("nkji,nkj->nki", rot[idx], points[:, None, :] - means[idx]) * inv_scales[idx]
+    return np.min(np.sum(local * local, -1), -1) <= sigmas * sigmas
 
 
 def densify_scene(method, settings: GaussianTraining, scene: dict, step: int, outside) -> dict:
@@ -141,6 +161,13 @@ def densify_scene(method, settings: GaussianTraining, scene: dict, step: int, ou
     params, opt_state, dstate = method.strategy.update(scene["params"], scene["optimizer"], scene["densify"],
                                                        step - step % settings.densify.every, info)
     return {**scene, "params": params, "optimizer": opt_state, "alive": info["alive"], "densify": dstate}
+
+
+def retire_twin(state: dict, co, done: int, steps: int) -> dict:
+    """``state`` without its co-trained twin once ``co.until`` of the ``steps`` are done."""
+    if co is None or "twin" not in state or done < co.until * steps:
+        return state
+    return {k: v for k, v in state.items() if k != "twin"}
 
 
 def cull(scene: dict, outside) -> dict:
@@ -200,8 +227,10 @@ class SplatMethod(Method):
 
     def after_step(self, state: dict, done: int, views: TrainViews) -> dict:
         """Densify when due (and co-prune the twins); else, with ``hull_cull``, cull
-        outside the visual hull every ``densify.every`` steps and at the end."""
+        outside the visual hull every ``densify.every`` steps and at the end. The twin
+        leaves at ``co_training.until``."""
         sc = self.config.splat
+        state = retire_twin(state, sc.co_training, done, self.config.steps)
         outside = (lambda means: outside_hull(means, views, sc.min_views)) if sc.hull_cull else None
         scenes = fields_of(state)
         if self.strategy.due(done):

@@ -1,5 +1,6 @@
 """The Gaussian path's sparse-view components: DropGaussian drops the stated share and
-keeps the expected opacity; opacity decay multiplies every opacity, and stops."""
+keeps the expected opacity; opacity decay multiplies every opacity, and stops; CoR-GS's
+co-pruning kills what the other scene lacks, and its twin leaves when told."""
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +39,48 @@ def test_co_pruning_kills_what_the_other_scene_lacks():
     grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3, indexing="ij"), -1).reshape(-1, 3) * 0.1
     scene = lambda extra: {"params": {"means": jnp.asarray(np.vstack([grid + 0.01, extra]))},  # noqa: E731
                            "alive": jnp.ones(len(grid) + 1, bool)}
-    out = co_prune({"main": scene([[2.0, 0, 0]]), "twin": scene([[0, 2.0, 0]])}, CoTraining(prune_distance=3.0))
+    out = co_prune({"main": scene([[2.0, 0, 0]]), "twin": scene([[0, 2.0, 0]])},
+                   CoTraining(prune_distance=3.0, coverage=0.0))
     for name in ("main", "twin"):
         alive = np.asarray(out[name]["alive"])
         assert alive[:-1].all() and not alive[-1]
     single = {"main": scene([[2.0, 0, 0]])}
     assert co_prune(single, CoTraining()) is single
+
+
+def test_a_long_gaussian_covers_points_along_its_axis_from_co_pruning():
+    """A needle along y in one scene (its mean at the origin, 1 long, 0.01 thin; a small
+    Gaussian 0.5 from it sets the spacing) and one Gaussian near the needle's far end in
+    the other: by the distance between means the latter dies; with coverage it lives. A
+    point off the needle's axis is not covered."""
+    from sparsefield.methods.splat import co_prune, covered
+    from sparsefield.methods.splat_step import CoTraining
+
+    half = np.sqrt(0.5)  # a quarter turn about z: the local x axis along world y
+    needle = {"params": {"means": jnp.array([[0.0, 0, 0], [0, -0.5, 0]]),
+                         "quats": jnp.array([[half, 0.0, 0.0, half], [1.0, 0, 0, 0]]),
+                         "log_scales": jnp.log(jnp.array([[1.0, 0.01, 0.01], [0.01] * 3]))},
+              "alive": jnp.ones(2, bool)}
+    points = np.array([[0.0, 2.5, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 0.05]])
+    assert covered(points, needle, np.ones(2, bool), 3.0).tolist() == [True, False, False]
+    end = {"params": {**needle["params"], "means": jnp.array([[0.0, 2.5, 0.0], [0, 2.5, 0]])},
+           "alive": jnp.array([True, False])}
+    by_means = co_prune({"main": needle, "twin": end}, CoTraining(prune_distance=1.0, coverage=0.0))
+    assert not bool(by_means["twin"]["alive"][0])
+    with_cover = co_prune({"main": needle, "twin": end}, CoTraining(prune_distance=1.0, coverage=3.0))
+    assert bool(with_cover["twin"]["alive"][0])
+
+
+def test_the_twin_leaves_at_its_fraction_of_the_run():
+    from sparsefield.methods.splat import retire_twin
+    from sparsefield.methods.splat_step import CoTraining
+
+    state = {"step": 0, "params": {}, "alive": None, "twin": {"params": {}}}
+    co = CoTraining(until=0.5)
+    assert retire_twin(state, co, 349, 700) is state
+    assert set(retire_twin(state, co, 350, 700)) == {"step", "params", "alive"}
+    assert retire_twin(state, CoTraining(), 699, 700) is state  # the default keeps it to the end
+    assert "twin" in state  # the caller's state is left as it was
 
 
 def test_binocular_term_scores_what_the_shifted_render_sees():
