@@ -272,7 +272,7 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
     if "--help" not in rest:
         check_flags(RunConfig, rest, "sparsefield train")
     method, views = flag_value(args, "--method"), None
-    if method is None and preset in PRESET_METHODS:  # the preset picks it by the views the flags give
+    if preset in PRESET_METHODS:  # the preset picks its method and form by the views the flags give
         base = with_choices(PRESETS[preset], chosen)
         views = train_view_count(parse_flags(RunConfig, component_args(rest, base), "sparsefield train",
                                              default=base, checked=True))

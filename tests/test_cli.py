@@ -116,9 +116,10 @@ def test_train_help_is_short_and_points_to_the_rest(capsys):
 
 
 def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(capsys):
-    """--preset fewshot: Gaussians (700 steps, opacity decay) from 4 views or fewer, the
-    radiance field from more, with keypoint depth (3+ view tracks, first 300 steps);
-    --method overrides the pick, in either spelling, and gets its method's form."""
+    """--preset fewshot: Gaussians (700 steps, opacity decay; from 3 views, two co-trained
+    scenes) from 4 views or fewer, the radiance field from more, with keypoint depth (3+
+    view tracks, first 300 steps); --method overrides the pick, in either spelling, and
+    gets its method's form for the views."""
     config, given = parse_train(["--preset", "fewshot"])
     assert config.method == "nerf" and config.steps == 1000 and not given
     assert config.reg.keypoint_depth.until == 300 and config.points.min_track == 3
@@ -126,11 +127,17 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
         config = parse_train_args(["--preset", "fewshot", *args])
         assert config.method == "splat" and config.steps == 700 and config.splat.opacity_decay is not None
         assert config.reg.keypoint_depth is None and config.points == PRESETS["fewshot"].points
+        co = config.splat.co_training
+        assert co is None if args == ["--views", "4"] else co.until == 0.5 and co.coverage > 0
     assert "--preset fewshot from 3 views: --method splat" in capsys.readouterr().out
     for args in (["--views", "6"], ["--protocol", "blender8"], ["--views", "3", "--method", "nerf"],
                  ["--views", "3", "--method=nerf"]):
         config = parse_train_args(["--preset", "fewshot", *args])
         assert config.method == "nerf" and config.reg.keypoint_depth is not None
+    for args in (["--views", "6"], []):
+        config = parse_train_args(["--preset", "fewshot", "--method", "splat", *args])
+        assert config.method == "splat" and config.steps == 700 and config.splat.co_training is None
+    assert parse_train_args(["--preset", "fewshot", "--method", "splat", "--views", "3"]).splat.co_training is not None
     config = parse_train_args(["--preset", "fewshot", "--method", "surfel"])
     assert config.method == "surfel" and config.reg.keypoint_depth is None and config.steps == 1000
     assert parse_train_args(["--views", "3"]).method == "nerf"  # other presets keep their method

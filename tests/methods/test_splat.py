@@ -35,6 +35,24 @@ def test_splat_method_trains_renders_and_exports(scene, tmp_path, cli):
     assert len(trimesh.load(tmp_path / "mesh.ply").faces) > 0
 
 
+def test_the_fewshot_preset_co_trains_two_scenes_from_three_views_until_the_twin_leaves(scene, tmp_path, cli):
+    """From 3 views the preset trains two scenes (CoR-GS) for the first half of the run:
+    the twin's loss and the disagreement are logged until then, and the checkpoint after
+    it holds one scene, which resumes."""
+    run = tmp_path / "co"
+    flags = ("--preset", "fewshot", "--data", scene, "--views", 3, "--out", run, "--eval-every", 1000,
+             "--checkpoint-every", 10, "--splat.gaussians.init-points", 1024, "--splat.raster.tile-capacity", 64,
+             "--splat.coarse", 0)
+    cli("train", *flags, "--steps", 20)
+    history = json.loads((run / "history.json").read_text())["train"]
+    twin = {h["step"]: "loss_co_training" in h and "loss_twin_rgb" in h for h in history}
+    assert twin[min(twin)] and not twin[max(twin)] and all(twin[s] == (s <= 10) for s in twin)
+    last = np.load(run / "checkpoints" / "step_0000020.npz")
+    assert not any(k.startswith("twin/") for k in last.files)
+    cli("train", *flags, "--steps", 30)  # resumes the one scene left
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 30
+
+
 def test_seed_points_lie_in_the_visual_hull_and_in_dense_cells():
     """A sphere of radius 0.5 seen by 4 cameras around it and one above: hull points stay
     near it (the box corners are 1.7 away), and density seeding stays inside it."""
