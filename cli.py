@@ -225,13 +225,7 @@ def component_args(args: list[str], default: RunConfig) -> list[str]:
     where that is None (the component is off) they are an error naming the choice that
     turns it on."""
     paths = component_paths()
-    owner = lambda flag: max((p for p in paths if flag.startswith(f"--{p}.")), key=len, default=None)  # noqa: E731
-    plain, flags, current = [], {p: [] for p in paths}, None
-    for arg in args:
-        if arg.startswith("--"):
-            path = owner(arg.split("=", 1)[0])
-            current = plain if path is None else flags[path]
-        (current if current is not None else plain).append(arg)
+    plain, flags = split_components(args, paths)
     out = list(plain)
     for path, members in paths.items():
         value = get_path(default, path)
@@ -241,6 +235,18 @@ def component_args(args: list[str], default: RunConfig) -> list[str]:
             raise UsageError(f"{flags[path][0]}: {path} is off here; turn it on with {on}")
         out += [f"{path}:{name}", *flags[path]]
     return out
+
+
+def split_components(args: list[str], paths) -> tuple[list[str], dict[str, list[str]]]:
+    """``(plain flags, {component path: its flags})``: each flag with the values after it."""
+    owner = lambda flag: max((p for p in paths if flag.startswith(f"--{p}.")), key=len, default=None)  # noqa: E731
+    plain, flags, current = [], {p: [] for p in paths}, None
+    for arg in args:
+        if arg.startswith("--"):
+            path = owner(arg.split("=", 1)[0])
+            current = plain if path is None else flags[path]
+        (current if current is not None else plain).append(arg)
+    return plain, flags
 
 
 def parse_train_args(args: list[str], preset: str = "default") -> RunConfig:
@@ -273,8 +279,9 @@ def parse_train(args: list[str], preset: str = "default") -> tuple[RunConfig, fr
         check_flags(RunConfig, rest, "sparsefield train")
     method, views = flag_value(args, "--method"), None
     if preset in PRESET_METHODS:  # the preset picks its method and form by the views the flags give
-        base = with_choices(PRESETS[preset], chosen)
-        views = train_view_count(parse_flags(RunConfig, component_args(rest, base), "sparsefield train",
+        plain = split_components(rest, component_paths())[0]  # components' flags may need the form
+        base = PRESETS[preset]
+        views = train_view_count(parse_flags(RunConfig, component_args(plain, base), "sparsefield train",
                                              default=base, checked=True))
     preset_base = preset_config(preset, method, views)
     if method is None and preset_base.method != PRESETS[preset].method:

@@ -145,6 +145,10 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
     assert config.reg.keypoint_depth is None and given == {"reg.keypoint-depth"}
     config, given = parse_train(["--preset", "fewshot", "--views", "3", "--steps", "900"])
     assert config.steps == 900 and given == {"views", "steps"}
+    config, given = parse_train(["--preset", "fewshot", "--views", "3", "--splat.co-training.until", "0.8"])
+    assert config.splat.co_training.until == 0.8 and given == {"views", "splat.co-training.until"}
+    with pytest.raises(UsageError, match="turn it on with --splat.co-training co-training"):
+        parse_train(["--preset", "fewshot", "--views", "4", "--splat.co-training.until", "0.8"])
 
 
 def test_demo_trains_the_fewshot_preset_unless_told(monkeypatch):
