@@ -130,21 +130,23 @@ def co_prune(scenes: dict, co) -> dict:
         points = np.asarray(scenes[n]["params"]["means"])
         keep = tree.query(points)[0] <= co.prune_distance * spacing
         if co.coverage > 0:
-            keep |= covered(points, scenes[other], live[other], co.coverage)
+            keep |= covered(points, scenes[other], live[other], co.coverage, tree)
         out[n] = {**scenes[n], "alive": jnp.asarray(live[n] & keep)}
     return out
 
 
-def covered(points, scene: dict, alive, sigmas: float, neighbours: int = 16) -> np.ndarray:
+def covered(points, scene: dict, alive, sigmas: float, tree: cKDTree | None = None,
+            neighbours: int = 16) -> np.ndarray:
     """Which ``points`` lie within ``sigmas`` standard deviations (Mahalanobis distance)
-    of one of the ``neighbours`` live Gaussians of ``scene`` whose means are nearest."""
+    of one of the ``neighbours`` live Gaussians of ``scene`` whose means are nearest
+    (``tree``: a KD-tree of those live means, where the caller has one)."""
     params = jax.device_get(scene["params"])
     means = np.asarray(params["means"])[alive]
     if len(means) == 0:
         return np.zeros(len(points), bool)
-    rot = np.asarray(quat_to_rotmat(jnp.asarray(params["quats"])))[alive]
-    inv_scales = np.exp(-np.asarray(params["log_scales"]))[alive]
-    _, idx = cKDTree(means).query(points, k=min(neighbours, len(means)))
+    rot = np.asarray(quat_to_rotmat(jnp.asarray(np.asarray(params["quats"])[alive])))
+    inv_scales = np.exp(-np.asarray(params["log_scales"])[alive])
+    _, idx = (tree or cKDTree(means)).query(points, k=min(neighbours, len(means)))
     idx = idx.reshape(len(points), -1)
     local = np.einsum("nkji,nkj->nki", rot[idx], points[:, None, :] - means[idx]) * inv_scales[idx]
     return np.min(np.sum(local * local, -1), -1) <= sigmas * sigmas

@@ -30,9 +30,9 @@ observation); colour averages the pixel's rgb over surface observations with
 the background. A voxel with ``0 <= s < mu`` in some view was seen in front of a
 surface (``F``; one voxel behind it counts too, for the pixel quantisation of
 nearest-pixel lookup). Extraction takes the zero level set of ``D`` by marching cubes in
-cubes whose eight corners were all observed and one of which has ``F``: a sign change that carving alone makes (under a floor plate, where grazing
-rays pass beneath its edge and no view looks at its underside) is no surface any view
-saw.
+cubes whose eight corners were all observed and one of which has ``F``: a sign change
+that carving alone makes (under a floor plate, where grazing rays pass beneath its edge
+and no view looks at its underside) is no surface any view saw.
 """
 
 from __future__ import annotations
