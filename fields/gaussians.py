@@ -43,10 +43,12 @@ PARAM_NAMES = ("means", "log_scales", "quats", "logit_opacities", "sh_dc", "sh_r
 class GaussianConfig:
     """Gaussian scene: size, initialisation and colour model."""
 
-    init: Literal["hull", "box", "points"] = "hull"
+    init: Literal["hull", "box", "points", "carve"] = "hull"
     """Seed points: inside the training masks' visual hull (box when there are no masks),
-    uniform in the scene box, or the training views' triangulated SIFT points with the
-    rest from the hull (``points``). ``--init-from RUN`` (a trained run) overrides them."""
+    uniform in the scene box, the training views' triangulated SIFT points with the rest
+    from the hull (``points``), or on the surface of the photo hull (``carve``: the
+    visual hull carved down to where the views agree on the colour,
+    `sparsefield.fields.photo_hull`). ``--init-from RUN`` (a trained run) overrides them."""
     init_points: int = 2**14
     """Gaussians at the start."""
     max_capacity: int = 2**17
@@ -57,6 +59,10 @@ class GaussianConfig:
     """Highest SH degree of the colour (0..3); ``(d + 1)^2`` coefficients per channel."""
     sh_every: int = 250
     """Raise the active SH degree by one every this many steps (3DGS: 1000 of 30k)."""
+    carve_resolution: int = 96
+    """``carve``: voxels per side of the scene box."""
+    carve_tolerance: float = 0.12
+    """``carve``: the RMS colour difference (0..1) between views that carves a voxel."""
     outlier_neighbours: int = 8
     """Floater removal at init: k of the k-nearest-neighbour distance."""
     outlier_std: float = 2.0

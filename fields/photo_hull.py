@@ -1,0 +1,179 @@
+"""The photo hull of the training views (space carving, Kutulakos and Seitz 2000): the
+largest shape inside the visual hull whose visible surface has the same colour in every
+training view that sees it.
+
+Few views at known poses leave depth free wherever only the silhouettes constrain it; a
+Gaussian scene seeded in the whole visual hull explains each view with its own Gaussians
+(a floor seen by three views turns into three smeared layers). Carving removes, from the
+outside in, the voxels whose colours the views that see them disagree on; what stays is
+where the photos agree on a surface. No network and no feature matching: it works at
+the wide baselines of 3 views where SIFT triangulates nothing.
+
+A voxel seen by one view only is never carved (one view says nothing about depth), and
+carving only removes voxels, so a true surface voxel of a Lambertian scene stays
+(the visibility the current shape gives is a subset of the true one). Glossy highlights
+and colour edges inside one voxel's footprint are what the tolerance is for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..cameras import project_points
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoHull:
+    """A carved voxel grid over ``bbox`` (cell centres at ``bbox[0] + (i + 0.5) * cell``)."""
+
+    occupied: np.ndarray
+    """``[R, R, R]`` bool: voxels that stay."""
+    surface: np.ndarray
+    """``[R, R, R]`` bool: occupied voxels that at least one training view sees."""
+    colors: np.ndarray
+    """``[R, R, R, 3]``: the mean colour of the views that see each surface voxel."""
+    bbox: np.ndarray
+    carved: int
+    """How many voxels of the visual hull were carved."""
+
+    @property
+    def cell(self) -> np.ndarray:
+        return (self.bbox[1] - self.bbox[0]) / self.occupied.shape[0]
+
+    def centres(self, index: np.ndarray) -> np.ndarray:
+        """World centres of the voxels at ``index [M, 3]``."""
+        return self.bbox[0] + (index + 0.5) * self.cell
+
+    def contains(self, points: np.ndarray, dilate: int = 1) -> np.ndarray:
+        """``[M]``: points in an occupied voxel, or within ``dilate`` voxels of one;
+        points outside the box count as outside."""
+        occ = self.occupied
+        for _ in range(dilate):
+            occ = _dilate(occ)
+        res = occ.shape[0]
+        ijk = np.floor((np.asarray(points, np.float64) - self.bbox[0]) / self.cell).astype(np.int64)
+        inside = np.all((ijk >= 0) & (ijk < res), axis=-1)
+        ijk = np.clip(ijk, 0, res - 1)
+        return inside & occ[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+
+    def sample(self, key: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points jittered inside surface voxels (each voxel drawn about equally
+        often) and the voxels' colours."""
+        index = np.argwhere(self.surface)
+        if len(index) == 0:
+            raise ValueError("the photo hull has no surface voxel")
+        rng = np.random.default_rng(key)
+        pick = rng.choice(len(index), size=n, replace=n > len(index))
+        ijk = index[pick]
+        points = self.bbox[0] + (ijk + rng.uniform(0.0, 1.0, ijk.shape)) * self.cell
+        return points.astype(np.float32), self.colors[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float32)
+
+
+def _dilate(occ: np.ndarray) -> np.ndarray:
+    """One step of 6-neighbour dilation."""
+    out = occ.copy()
+    for axis in range(3):
+        out |= np.roll(occ, 1, axis) | np.roll(occ, -1, axis)
+    return out
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``image [H, W, C]`` at pixel coordinates ``(u, v)`` (centres at +0.5), clamped."""
+    h, w = image.shape[:2]
+    x, y = np.clip(u - 0.5, 0, w - 1), np.clip(v - 0.5, 0, h - 1)
+    x0, y0 = np.minimum(x.astype(np.int64), w - 2), np.minimum(y.astype(np.int64), h - 2)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def photo_hull(cameras, images: np.ndarray, masks: np.ndarray | None, bbox, resolution: int = 96,
+               tolerance: float = 0.12, min_views: int = 1, max_rounds: int = 100) -> PhotoHull:
+    """Carve the visual hull of ``masks [C, H, W]`` (inside the frames of at least
+    ``min_views`` views, capped at ``C``, as `gaussians.hull_test` has it) down to the
+    voxels the views agree on.
+
+    Each round renders each view's depth buffer of the occupied voxels (each voxel
+    covers its projected footprint), finds for every surface voxel the views that see
+    it (its depth within one voxel of the buffer's), and carves the voxels that two or
+    more views see with colours farther than ``tolerance`` (RMS over the channels, 0..1)
+    from their mean. Rounds repeat until none is carved (or ``max_rounds``).
+
+    Args:
+        cameras: the training cameras (``C`` of them).
+        images: ``[C, H, W, 3]`` in 0..1.
+        masks: ``[C, H, W]`` in 0..1, or None.
+        bbox: ``[2, 3]`` the box the voxels fill.
+        resolution: voxels per side.
+        tolerance: the colour disagreement that carves a voxel.
+        min_views: how many views' frames a voxel must lie in.
+        max_rounds: a bound on the rounds.
+    """
+    bbox = np.asarray(bbox, np.float64)
+    images = np.asarray(images, np.float32)[..., :3]
+    num, h, w = images.shape[:3]
+    cell = (bbox[1] - bbox[0]) / resolution
+    grid = np.stack(np.meshgrid(*(np.arange(resolution),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    centres = bbox[0] + (grid + 0.5) * cell
+    size = float(np.linalg.norm(cell))
+
+    occupied = np.ones(len(centres), bool)
+    framed = np.zeros(len(centres), np.int64)
+    views = []
+    for k in range(num):
+        u, v, depth = project_points(centres, cameras, k)
+        on = (depth > 1e-6) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        ui, vi = np.clip(u.astype(np.int64), 0, w - 1), np.clip(v.astype(np.int64), 0, h - 1)
+        if masks is not None:
+            occupied &= ~on | (np.asarray(masks[k])[vi, ui] >= 0.5)
+        framed += on
+        radius = np.rint(0.5 * float(cameras.fx[k]) * float(cell.max()) / np.maximum(depth, 1e-6)).astype(np.int64)
+        views.append({"pixel": vi * w + ui, "u": u, "v": v, "depth": depth, "radius": np.minimum(radius, 4)})
+    occupied &= framed >= max(1, min(min_views, num))
+    hull = int(occupied.sum())
+
+    for _ in range(max_rounds):
+        index = np.flatnonzero(occupied)
+        seen = np.zeros((num, len(index)), bool)
+        for k, view in enumerate(views):
+            seen[k] = _visible(view, index, h, w, size)
+        colors = np.stack([_bilinear(images[k], views[k]["u"][index], views[k]["v"][index]) for k in range(num)])
+        count = seen.sum(0)
+        mean = (colors * seen[..., None]).sum(0) / np.maximum(count, 1)[:, None]
+        spread = np.sqrt((((colors - mean) ** 2).mean(-1) * seen).sum(0) / np.maximum(count, 1))
+        carve = (count >= 2) & (spread > tolerance)
+        if not carve.any():
+            break
+        occupied[index[carve]] = False
+
+    index = np.flatnonzero(occupied)
+    surface = np.zeros(len(centres), bool)
+    rgb = np.zeros((len(centres), 3), np.float32)
+    if len(index):
+        seen = np.stack([_visible(view, index, h, w, size) for view in views])
+        colors = np.stack([_bilinear(images[k], views[k]["u"][index], views[k]["v"][index]) for k in range(num)])
+        count = seen.sum(0)
+        surface[index] = count >= 1
+        rgb[index] = (colors * seen[..., None]).sum(0) / np.maximum(count, 1)[:, None]
+    shape = (resolution,) * 3
+    return PhotoHull(occupied=occupied.reshape(shape), surface=surface.reshape(shape), colors=rgb.reshape(*shape, 3),
+                     bbox=bbox, carved=hull - int(occupied.sum()))
+
+
+def _visible(view: dict, index: np.ndarray, h: int, w: int, size: float) -> np.ndarray:
+    """Which voxels ``index`` a view sees: its depth buffer holds, per pixel, the nearest
+    occupied voxel whose footprint (a square of ``radius`` pixels) covers the pixel."""
+    depth, pixel, radius = view["depth"][index], view["pixel"][index], view["radius"][index]
+    row, col = pixel // w, pixel % w
+    buffer = np.full(h * w, np.inf)
+    for r in np.unique(radius):
+        sel = radius == r
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                y, x = row[sel] + dy, col[sel] + dx
+                ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+                np.minimum.at(buffer, (y * w + x)[ok], depth[sel][ok])
+    return depth <= buffer[pixel] + size
