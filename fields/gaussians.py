@@ -43,12 +43,12 @@ PARAM_NAMES = ("means", "log_scales", "quats", "logit_opacities", "sh_dc", "sh_r
 class GaussianConfig:
     """Gaussian scene: size, initialisation and colour model."""
 
-    init: Literal["hull", "box", "points", "carve"] = "hull"
+    init: Literal["hull", "box", "points", "carve", "carve-surface"] = "hull"
     """Seed points: inside the training masks' visual hull (box when there are no masks),
     uniform in the scene box, the training views' triangulated SIFT points with the rest
-    from the hull (``points``), or on the surface of the photo hull (``carve``: the
-    visual hull carved down to where the views agree on the colour,
-    `sparsefield.fields.photo_hull`). ``--init-from RUN`` (a trained run) overrides them."""
+    from the hull (``points``), inside the photo hull (``carve``: the visual hull carved
+    down to where the views agree on the colour, `sparsefield.fields.photo_hull`) or on
+    its surface (``carve-surface``). ``--init-from RUN`` (a trained run) overrides them."""
     init_points: int = 2**14
     """Gaussians at the start."""
     max_capacity: int = 2**17
@@ -60,9 +60,9 @@ class GaussianConfig:
     sh_every: int = 250
     """Raise the active SH degree by one every this many steps (3DGS: 1000 of 30k)."""
     carve_resolution: int = 96
-    """``carve``: voxels per side of the scene box."""
+    """``carve*``: voxels per side of the scene box."""
     carve_tolerance: float = 0.12
-    """``carve``: the RMS colour difference (0..1) between views that carves a voxel."""
+    """``carve*``: the RMS colour difference (0..1) between views that carves a voxel."""
     outlier_neighbours: int = 8
     """Floater removal at init: k of the k-nearest-neighbour distance."""
     outlier_std: float = 2.0

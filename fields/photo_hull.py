@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..cameras import project_points
 
@@ -58,17 +59,20 @@ class PhotoHull:
         ijk = np.clip(ijk, 0, res - 1)
         return inside & occ[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
 
-    def sample(self, key: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` points jittered inside surface voxels (each voxel drawn about equally
-        often) and the voxels' colours."""
-        index = np.argwhere(self.surface)
-        if len(index) == 0:
+    def sample(self, key: int, n: int, surface: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points jittered inside surface voxels (all occupied voxels unless
+        ``surface``), each voxel drawn about equally often, and their colours: a surface
+        voxel's own, an inner voxel's that of the nearest surface voxel."""
+        index = np.argwhere(self.surface if surface else self.occupied)
+        if len(index) == 0 or not self.surface.any():
             raise ValueError("the photo hull has no surface voxel")
         rng = np.random.default_rng(key)
         pick = rng.choice(len(index), size=n, replace=n > len(index))
         ijk = index[pick]
         points = self.bbox[0] + (ijk + rng.uniform(0.0, 1.0, ijk.shape)) * self.cell
-        return points.astype(np.float32), self.colors[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float32)
+        shell = np.argwhere(self.surface)
+        nearest = shell[cKDTree(shell).query(ijk)[1]]
+        return points.astype(np.float32), self.colors[nearest[:, 0], nearest[:, 1], nearest[:, 2]].astype(np.float32)
 
 
 def _dilate(occ: np.ndarray) -> np.ndarray:

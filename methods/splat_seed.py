@@ -1,7 +1,7 @@
 """Where a Gaussian scene starts, and the visual-hull rule that keeps it there: seed
 points from a trained run's density (``--init-from RUN``), the visual hull of the
-training masks (GaussianObject), the surface of their photo hull, or uniform in the
-box, kept only where enough training views see them; isolated points removed."""
+training masks (GaussianObject), their photo hull, or uniform in the box, kept only
+where enough training views see them; isolated points removed."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def density_points(key: int, density_fn, color_fn, bbox: np.ndarray, n: int, res
 
 def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
     """Initial points and colours: a trained run's surface (``views.seed``), the visual
-    hull of the training masks, the surface of the photo hull (``carve``), or uniform in
-    the box, with the triangulated points first when ``init`` is ``points``; isolated
-    points removed."""
+    hull of the training masks, inside the photo hull or on its surface (``carve*``), or
+    uniform in the box, with the triangulated points first when ``init`` is ``points``;
+    isolated points removed."""
     g, bbox = config.splat.gaussians, np.asarray(views.scene.bbox, np.float64)
     cams, min_views = views.cameras, config.splat.min_views
     if views.seed is not None:
@@ -44,12 +44,13 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         points, colors = density_points(config.seed, seed.density, seed.color, np.asarray(seed.bbox, np.float64),
                                         g.init_points, threshold=seed.threshold)
         print(f"init: {len(points):,} points from the density of {config.init_from}")
-    elif g.init == "carve":
+    elif g.init in ("carve", "carve-surface"):
         images = views.scene.images[views.ids]
         hull = photo_hull(cams, images, views.masks, bbox, g.carve_resolution, g.carve_tolerance, min_views)
-        points, colors = hull.sample(config.seed, g.init_points)
-        print(f"init: {len(points):,} points on the photo hull of {len(views.ids)} views "
-              f"({hull.carved:,} of the hull's voxels carved)")
+        surface = g.init == "carve-surface"
+        points, colors = hull.sample(config.seed, g.init_points, surface=surface)
+        print(f"init: {len(points):,} points {'on' if surface else 'inside'} the photo hull of {len(views.ids)} "
+              f"views ({hull.carved:,} of the visual hull's voxels carved)")
     elif g.init in ("hull", "points") and views.masks is not None:
         points, colors = gs.visual_hull_points(config.seed, cams, views.masks, views.scene.images[views.ids],
                                                bbox, g.init_points, min_views=min_views)

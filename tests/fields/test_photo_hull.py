@@ -80,3 +80,12 @@ def test_masks_bound_the_hull_and_an_empty_one_is_an_error():
     assert not hull.occupied.any()
     with pytest.raises(ValueError, match="photo hull has no surface voxel"):
         hull.sample(0, 10)
+
+
+def test_inner_seeds_fill_the_carved_volume_with_the_colour_of_the_nearest_surface():
+    cams, images = floor_views(texture)
+    hull = photo_hull(cams, images, None, BBOX, resolution=RES, tolerance=0.1, min_views=3)
+    points, colors = hull.sample(0, 4000, surface=False)
+    assert hull.contains(points, dilate=0).all()
+    below = points[:, 2] < -0.2  # under the floor: never seen, yet occupied
+    assert below.mean() > 0.3 and np.isfinite(colors).all() and (colors[below] > 0).all()
