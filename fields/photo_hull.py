@@ -141,12 +141,8 @@ def photo_hull(cameras, images: np.ndarray, masks: np.ndarray | None, bbox, reso
 
     for _ in range(max_rounds):
         index = np.flatnonzero(occupied)
-        seen = np.zeros((num, len(index)), bool)
-        for k, view in enumerate(views):
-            seen[k] = _visible(view, index, h, w, size)
-        colors = np.stack([_bilinear(images[k], views[k]["u"][index], views[k]["v"][index]) for k in range(num)])
+        seen, colors, mean = _observations(views, images, index, size)
         count = seen.sum(0)
-        mean = (colors * seen[..., None]).sum(0) / np.maximum(count, 1)[:, None]
         spread = np.sqrt((((colors - mean) ** 2).mean(-1) * seen).sum(0) / np.maximum(count, 1))
         carve = (count >= 2) & (spread > tolerance)
         if not carve.any():
@@ -154,17 +150,24 @@ def photo_hull(cameras, images: np.ndarray, masks: np.ndarray | None, bbox, reso
         occupied[index[carve]] = False
 
     index = np.flatnonzero(occupied)
+    seen, _, mean = _observations(views, images, index, size)
     surface = np.zeros(len(centres), bool)
+    surface[index] = seen.any(0)
     rgb = np.zeros((len(centres), 3), np.float32)
-    if len(index):
-        seen = np.stack([_visible(view, index, h, w, size) for view in views])
-        colors = np.stack([_bilinear(images[k], views[k]["u"][index], views[k]["v"][index]) for k in range(num)])
-        count = seen.sum(0)
-        surface[index] = count >= 1
-        rgb[index] = (colors * seen[..., None]).sum(0) / np.maximum(count, 1)[:, None]
+    rgb[index] = mean
     shape = (resolution,) * 3
     return PhotoHull(occupied=occupied.reshape(shape), surface=surface.reshape(shape), colors=rgb.reshape(*shape, 3),
                      bbox=bbox, carved=hull - int(occupied.sum()))
+
+
+def _observations(views: list[dict], images: np.ndarray, index: np.ndarray, size: float):
+    """For the voxels ``index``: which views see them ``[C, M]``, their colour in each
+    view ``[C, M, 3]`` and the mean over the views that see them ``[M, 3]``."""
+    h, w = images.shape[1:3]
+    seen = np.stack([_visible(view, index, h, w, size) for view in views]).reshape(len(views), len(index))
+    colors = np.stack([_bilinear(images[k], view["u"][index], view["v"][index]) for k, view in enumerate(views)])
+    mean = (colors * seen[..., None]).sum(0) / np.maximum(seen.sum(0), 1)[:, None]
+    return seen, colors.reshape(len(views), len(index), 3), mean
 
 
 def _visible(view: dict, index: np.ndarray, h: int, w: int, size: float) -> np.ndarray:
