@@ -76,22 +76,29 @@ def summarise(rows: list[dict]) -> dict:
 
 def table(results: list[dict], recipes: list[str], views: list[int]) -> str:
     """The markdown table: one row per recipe and view count, mean ± std over scenes and
-    seeds, and the paired PSNR difference to the first recipe over the runs both have."""
+    seeds, and the paired differences to the first recipe over the runs both have (PSNR
+    mean ± std and how many runs gained; SSIM and LPIPS means), so that rows run on
+    different subsets of the suite still compare like with like."""
     base = recipes[0]
-    lines = [f"| recipe | views | PSNR (dB) | vs {base} (paired) | SSIM | LPIPS | train s | runs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| recipe | views | PSNR (dB) | vs {base} (paired) | SSIM | LPIPS | paired SSIM, LPIPS | train s "
+             "| runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for v in views:
+        ref = {(x["scene"], x["seed"]): x for x in results if x["recipe"] == base and x["views"] == v}
         for r in recipes:
             rows = [x for x in results if x["recipe"] == r and x["views"] == v]
             if not rows:
                 continue
             s = summarise(rows)
-            ref = {(x["scene"], x["seed"]): x["psnr"] for x in results if x["recipe"] == base and x["views"] == v}
-            deltas = [x["psnr"] - ref[x["scene"], x["seed"]] for x in rows if (x["scene"], x["seed"]) in ref]
-            paired = (f"{np.mean(deltas):+.2f} ± {np.std(deltas):.2f} (better on {sum(d > 0 for d in deltas)} of "
-                      f"{len(deltas)})") if deltas and r != base else ""
+            pairs = [(x, ref[x["scene"], x["seed"]]) for x in rows if (x["scene"], x["seed"]) in ref]
+            paired, quality = "", ""
+            if pairs and r != base:
+                d = {k: np.array([x[k] - y[k] for x, y in pairs]) for k in ("psnr", "ssim", "lpips")}
+                paired = (f"{d['psnr'].mean():+.2f} ± {d['psnr'].std():.2f} (better on {int((d['psnr'] > 0).sum())} "
+                          f"of {len(pairs)})")
+                quality = f"{d['ssim'].mean():+.3f}, {d['lpips'].mean():+.3f}"
             lines.append(f"| {r} | {v} | {s['psnr'][0]:.2f} ± {s['psnr'][1]:.2f} | {paired} | {s['ssim'][0]:.3f} ± "
-                         f"{s['ssim'][1]:.3f} | {s['lpips'][0]:.3f} ± {s['lpips'][1]:.3f} | "
+                         f"{s['ssim'][1]:.3f} | {s['lpips'][0]:.3f} ± {s['lpips'][1]:.3f} | {quality} | "
                          f"{s['train_seconds'][0]:.0f} ± {s['train_seconds'][1]:.0f} | {len(rows)} |")
     return "\n".join(lines)
 
