@@ -5,8 +5,11 @@ where enough training views see them; isolated points removed."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+from ..datasets.scene import DatasetError
 from ..fields import gaussians as gs
 from ..fields.photo_hull import photo_hull
 from ..renderers.mesh import evaluate_grid
@@ -48,12 +51,14 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         images = views.scene.images[views.ids]
         hull = photo_hull(cams, images, views.masks, bbox, g.carve_resolution, g.carve_tolerance, min_views)
         surface = g.init == "carve-surface"
-        points, colors = hull.sample(config.seed, g.init_points, surface=surface)
+        with empty_hull_named(views, min_views):
+            points, colors = hull.sample(config.seed, g.init_points, surface=surface)
         print(f"init: {len(points):,} points {'on' if surface else 'inside'} the photo hull of {len(views.ids)} "
               f"views ({hull.carved:,} of the visual hull's voxels carved)")
     elif g.init in ("hull", "points") and views.masks is not None:
-        points, colors = gs.visual_hull_points(config.seed, cams, views.masks, views.scene.images[views.ids],
-                                               bbox, g.init_points, min_views=min_views)
+        with empty_hull_named(views, min_views):
+            points, colors = gs.visual_hull_points(config.seed, cams, views.masks, views.scene.images[views.ids],
+                                                   bbox, g.init_points, min_views=min_views)
         print(f"init: {len(points):,} points inside the visual hull of {len(views.ids)} masks")
     else:
         rng = np.random.default_rng(config.seed)
@@ -69,6 +74,19 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         points = np.concatenate([sparse.points, points])[: max(g.init_points, len(sparse))]
         colors = np.concatenate([sparse.colors, colors])[: len(points)]
     return points.astype(np.float32), colors
+@contextlib.contextmanager
+def empty_hull_named(views: TrainViews, min_views: int):
+    """An empty hull as the dataset's error: no point of the scene box lies inside the
+    masks of the training views (and the frames of ``min_views`` of them)."""
+    try:
+        yield
+    except ValueError as err:
+        framed = min(min_views, len(views.ids))
+        raise DatasetError(views.scene.root, f"cannot seed Gaussians: {err} (no point of the scene box lies inside "
+                           f"the masks of training views {', '.join(map(str, views.ids))} and the frames of "
+                           f"{framed} of them; check the masks' alpha, the poses and --bbox)") from None
+
+
 def outside_hull(means: np.ndarray, views: TrainViews, min_views: int) -> np.ndarray:
     """``[N]``: Gaussian means outside the training views' visual hull (masks where the
     scene has them) or seen by fewer than ``min_views`` of them (`gs.hull_test`)."""

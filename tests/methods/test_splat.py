@@ -1,11 +1,13 @@
 """3D Gaussians as a method: `--method splat` end to end through the command line,
 seeding in the visual hull and in dense cells, the training SSIM, coarse crops."""
 
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import trimesh
 
 from sparsefield import metrics
@@ -14,7 +16,11 @@ from sparsefield.datasets import load_scene
 from sparsefield.datasets.batches import make_ray_data
 from sparsefield.fields import gaussians as gs
 from sparsefield.losses.photometric import ssim_for_training
-from sparsefield.methods.splat_seed import density_points
+from sparsefield.config import RunConfig
+from sparsefield.datasets.scene import DatasetError
+from sparsefield.methods.base import TrainViews
+from sparsefield.methods.splat import SplatConfig
+from sparsefield.methods.splat_seed import density_points, seed_points
 from sparsefield.methods.splat_step import crop_view
 
 
@@ -104,3 +110,16 @@ def test_coarse_crop_is_the_pooled_view(scene):
     assert (cam.width, cam.height) == (w // 2, h // 2)
     np.testing.assert_allclose(float(cam.fx), float(data.cameras.fx[view]) / 2)
     np.testing.assert_allclose(float(cam.cx), float(data.cameras.cx[view]) / 2)
+
+
+def test_an_empty_hull_is_the_datasets_error_for_either_seeding(scene):
+    """Masks with nothing in them leave no hull to seed: one line naming the dataset, for
+    the visual hull and for the photo hull alike."""
+    loaded = load_scene(scene)
+    blank = dataclasses.replace(loaded, masks=np.zeros_like(loaded.masks))
+    views = TrainViews(blank, loaded.split("train")[:3])
+    for init in ("hull", "carve"):
+        gaussians = gs.GaussianConfig(init=init, init_points=64, carve_resolution=16)
+        config = RunConfig(splat=SplatConfig(gaussians=gaussians))
+        with pytest.raises(DatasetError, match=r"tiny: cannot seed Gaussians: .* training views 0, 1, 2"):
+            seed_points(config, views)
