@@ -127,8 +127,11 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
         config = parse_train_args(["--preset", "fewshot", *args])
         assert config.method == "splat" and config.steps == 700 and config.splat.opacity_decay is not None
         assert config.reg.keypoint_depth is None and config.points == PRESETS["fewshot"].points
-        co = config.splat.co_training
-        assert co is None if args == ["--views", "4"] else co.until == 0.5 and co.coverage > 0
+        co, decay = config.splat.co_training, config.splat.opacity_decay.factor
+        if args == ["--views", "4"]:
+            assert co is None and decay == 0.98
+        else:
+            assert co.until == 0.5 and co.coverage > 0 and decay == 0.96
     assert "--preset fewshot from 3 views: --method splat" in capsys.readouterr().out
     for args in (["--views", "6"], ["--protocol", "blender8"], ["--views", "3", "--method", "nerf"],
                  ["--views", "3", "--method=nerf"]):
