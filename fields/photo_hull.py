@@ -20,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.ndimage import binary_dilation, map_coordinates
 from scipy.spatial import cKDTree
 
 from ..cameras import project_points
+from .gaussians import hull_test
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,16 +45,10 @@ class PhotoHull:
     def cell(self) -> np.ndarray:
         return (self.bbox[1] - self.bbox[0]) / self.occupied.shape[0]
 
-    def centres(self, index: np.ndarray) -> np.ndarray:
-        """World centres of the voxels at ``index [M, 3]``."""
-        return self.bbox[0] + (index + 0.5) * self.cell
-
     def contains(self, points: np.ndarray, dilate: int = 1) -> np.ndarray:
         """``[M]``: points in an occupied voxel, or within ``dilate`` voxels of one;
         points outside the box count as outside."""
-        occ = self.occupied
-        for _ in range(dilate):
-            occ = _dilate(occ)
+        occ = binary_dilation(self.occupied, iterations=dilate) if dilate > 0 else self.occupied
         res = occ.shape[0]
         ijk = np.floor((np.asarray(points, np.float64) - self.bbox[0]) / self.cell).astype(np.int64)
         inside = np.all((ijk >= 0) & (ijk < res), axis=-1)
@@ -71,27 +67,16 @@ class PhotoHull:
         ijk = index[pick]
         points = self.bbox[0] + (ijk + rng.uniform(0.0, 1.0, ijk.shape)) * self.cell
         shell = np.argwhere(self.surface)
-        nearest = shell[cKDTree(shell).query(ijk)[1]]
+        nearest = shell[cKDTree(shell * self.cell).query(ijk * self.cell)[1]]  # world units: cells need not be cubes
         return points.astype(np.float32), self.colors[nearest[:, 0], nearest[:, 1], nearest[:, 2]].astype(np.float32)
 
 
-def _dilate(occ: np.ndarray) -> np.ndarray:
-    """One step of 6-neighbour dilation."""
-    out = occ.copy()
-    for axis in range(3):
-        out |= np.roll(occ, 1, axis) | np.roll(occ, -1, axis)
-    return out
-
-
-def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``image [H, W, C]`` at pixel coordinates ``(u, v)`` (centres at +0.5), clamped."""
-    h, w = image.shape[:2]
-    x, y = np.clip(u - 0.5, 0, w - 1), np.clip(v - 0.5, 0, h - 1)
-    x0, y0 = np.minimum(x.astype(np.int64), w - 2), np.minimum(y.astype(np.int64), h - 2)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
-    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+def _sample_image(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``image [H, W, C]`` bilinearly at pixel coordinates ``(u, v)`` (centres at +0.5),
+    clamped at the border."""
+    coords = np.stack([v - 0.5, u - 0.5])
+    return np.stack([map_coordinates(image[..., c], coords, order=1, mode="nearest") for c in range(image.shape[-1])],
+                    -1)
 
 
 def photo_hull(cameras, images: np.ndarray, masks: np.ndarray | None, bbox, resolution: int = 96,
@@ -124,19 +109,13 @@ def photo_hull(cameras, images: np.ndarray, masks: np.ndarray | None, bbox, reso
     centres = bbox[0] + (grid + 0.5) * cell
     size = float(np.linalg.norm(cell))
 
-    occupied = np.ones(len(centres), bool)
-    framed = np.zeros(len(centres), np.int64)
+    occupied = hull_test(centres, cameras, masks, min_views=min_views)[0]
     views = []
     for k in range(num):
         u, v, depth = project_points(centres, cameras, k)
-        on = (depth > 1e-6) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         ui, vi = np.clip(u.astype(np.int64), 0, w - 1), np.clip(v.astype(np.int64), 0, h - 1)
-        if masks is not None:
-            occupied &= ~on | (np.asarray(masks[k])[vi, ui] >= 0.5)
-        framed += on
         radius = np.rint(0.5 * float(cameras.fx[k]) * float(cell.max()) / np.maximum(depth, 1e-6)).astype(np.int64)
         views.append({"pixel": vi * w + ui, "u": u, "v": v, "depth": depth, "radius": np.minimum(radius, 4)})
-    occupied &= framed >= max(1, min(min_views, num))
     hull = int(occupied.sum())
 
     for _ in range(max_rounds):
@@ -165,7 +144,7 @@ def _observations(views: list[dict], images: np.ndarray, index: np.ndarray, size
     view ``[C, M, 3]`` and the mean over the views that see them ``[M, 3]``."""
     h, w = images.shape[1:3]
     seen = np.stack([_visible(view, index, h, w, size) for view in views]).reshape(len(views), len(index))
-    colors = np.stack([_bilinear(images[k], view["u"][index], view["v"][index]) for k, view in enumerate(views)])
+    colors = np.stack([_sample_image(images[k], view["u"][index], view["v"][index]) for k, view in enumerate(views)])
     mean = (colors * seen[..., None]).sum(0) / np.maximum(seen.sum(0), 1)[:, None]
     return seen, colors.reshape(len(views), len(index), 3), mean
 

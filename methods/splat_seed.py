@@ -74,6 +74,8 @@ def seed_points(config, views: TrainViews) -> tuple[np.ndarray, np.ndarray]:
         points = np.concatenate([sparse.points, points])[: max(g.init_points, len(sparse))]
         colors = np.concatenate([sparse.colors, colors])[: len(points)]
     return points.astype(np.float32), colors
+
+
 @contextlib.contextmanager
 def empty_hull_named(views: TrainViews, min_views: int):
     """An empty hull as the dataset's error: no point of the scene box lies inside the

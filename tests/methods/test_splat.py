@@ -12,12 +12,12 @@ import trimesh
 
 from sparsefield import metrics
 from sparsefield.cameras import image_rays, look_at, make_cameras
+from sparsefield.config import RunConfig
 from sparsefield.datasets import load_scene
 from sparsefield.datasets.batches import make_ray_data
+from sparsefield.datasets.scene import DatasetError
 from sparsefield.fields import gaussians as gs
 from sparsefield.losses.photometric import ssim_for_training
-from sparsefield.config import RunConfig
-from sparsefield.datasets.scene import DatasetError
 from sparsefield.methods.base import TrainViews
 from sparsefield.methods.splat import SplatConfig
 from sparsefield.methods.splat_seed import density_points, seed_points
