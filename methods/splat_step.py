@@ -196,6 +196,24 @@ class OpacityDecay:
         return jnp.where(progress < self.stop, jnp.log(o) - jnp.log1p(-o), logits)
 
 
+@dataclasses.dataclass(frozen=True)
+class NeedleCap:
+    """A cap on how elongated a Gaussian may grow: after every step its longest axis is
+    shortened to at most ``ratio`` times its second longest. A needle lying along a
+    training camera's ray looks like a point to that camera, so from few views nothing in
+    the colour loss stops one growing; from a novel view needles show as streaks. Discs
+    (two long axes, one short: surfaces) are left alone."""
+
+    ratio: float = 8.0
+    """Largest allowed ratio of a Gaussian's longest axis to its second longest."""
+
+    def apply(self, log_scales):
+        """``log_scales [N, A]`` with each row's largest entry at most ``log ratio`` above
+        its second largest."""
+        second = jnp.sort(log_scales, axis=-1)[..., -2]
+        return jnp.minimum(log_scales, (second + jnp.log(self.ratio))[..., None])
+
+
 FIELD = ("params", "optimizer", "alive", "densify")
 """The components of one Gaussian scene in a splat state (a co-trained twin has its own
 under ``twin``)."""
@@ -252,13 +270,15 @@ class TrainStep:
 
     def update(self, field: dict, grads, grad2d, stats, progress) -> dict:
         """One scene's Adam step with 3DGS's per-parameter learning rates, opacity decay,
-        and its densification statistics."""
+        the needle cap, and its densification statistics."""
         updates, opt_state = make_optimizer().update(grads, field["optimizer"])
         extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
         lrs = learning_rates(self.splat, extent, progress)
         params = {k: v - lrs[k] * updates[k] for k, v in field["params"].items()}
         if self.splat.opacity_decay is not None:
             params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
+        if self.splat.needle_cap is not None:
+            params["log_scales"] = self.splat.needle_cap.apply(params["log_scales"])
         _, visible, size, _ = stats
         densify = accumulate(field["densify"], grad2d, visible, 0.5 * size)
         return {"params": params, "optimizer": opt_state, "alive": field["alive"], "densify": densify}

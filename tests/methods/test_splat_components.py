@@ -1,12 +1,13 @@
 """The Gaussian path's sparse-view components: DropGaussian drops the stated share and
-keeps the expected opacity; opacity decay multiplies every opacity, and stops; CoR-GS's
-co-pruning kills what the other scene lacks, and its twin leaves when told."""
+keeps the expected opacity; opacity decay multiplies every opacity, and stops; the needle
+cap shortens needles and leaves discs alone, in the train step; CoR-GS's co-pruning kills
+what the other scene lacks, and its twin leaves when told."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsefield.methods.splat_step import DropGaussian, OpacityDecay
+from sparsefield.methods.splat_step import DropGaussian, NeedleCap, OpacityDecay
 
 
 def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
@@ -28,6 +29,44 @@ def test_opacity_decay_multiplies_the_opacity_until_it_stops():
     decay = OpacityDecay(factor=0.9, stop=0.5)
     np.testing.assert_allclose(jax.nn.sigmoid(decay.apply(logits, 0.2)), 0.9 * jax.nn.sigmoid(logits), rtol=1e-5)
     np.testing.assert_array_equal(decay.apply(logits, 0.6), logits)
+
+
+def test_needle_cap_shortens_needles_and_leaves_discs_and_blobs():
+    scales = np.array([[0.01, 0.01, 1.0],   # a needle: its long axis comes down to 8 x 0.01
+                       [0.5, 0.01, 0.5],    # a disc: two long axes, left alone
+                       [0.2, 0.3, 0.25],    # a blob
+                       [0.02, 0.3, 0.01]])  # a needle along y, its short axes unequal
+    capped = np.exp(np.asarray(NeedleCap(ratio=8.0).apply(jnp.log(jnp.asarray(scales)))))
+    np.testing.assert_allclose(capped[0], [0.01, 0.01, 0.08], rtol=1e-5)
+    np.testing.assert_allclose(capped[1:3], scales[1:3], rtol=1e-5)
+    np.testing.assert_allclose(capped[3], [0.02, 0.16, 0.01], rtol=1e-5)
+
+
+def test_the_train_step_caps_needles_after_its_update():
+    """A needle seeded among round Gaussians: after one update with the cap on, no
+    Gaussian is longer than the ratio times its second axis; without it the needle stays."""
+    import dataclasses
+
+    from sparsefield.config import RunConfig
+    from sparsefield.fields import gaussians as gs
+    from sparsefield.methods.splat import state_from
+    from sparsefield.methods.splat_step import TrainStep
+
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (64, 3))
+    params, alive = gs.make_params(points, np.full((64, 3), 0.5), 64, 0.1)
+    params["log_scales"][0] = np.log([0.01, 0.01, 0.5])
+    field = {k: v for k, v in state_from(params, alive).items() if k != "step"}
+    grads = jax.tree_util.tree_map(jnp.zeros_like, field["params"])
+    stats = (jnp.float32(0.0), jnp.zeros(64, bool), 32, jnp.int32(0))
+    bbox = np.array([[-1.0, -1, -1], [1, 1, 1]])
+    for cap, longest in ((NeedleCap(ratio=4.0), 0.04), (None, 0.5)):
+        config = RunConfig(method="splat")
+        config = dataclasses.replace(config, splat=dataclasses.replace(config.splat, needle_cap=cap))
+        out = TrainStep(config, bbox, {}).update(field, grads, jnp.zeros((64, 2)), stats, 0.5)
+        scales = np.sort(np.exp(np.asarray(out["params"]["log_scales"])), -1)
+        np.testing.assert_allclose(scales[0, -1], longest, rtol=1e-4)
+        if cap is not None:
+            assert (scales[:, -1] <= 4.0 * scales[:, -2] * (1 + 1e-5)).all()
 
 
 def test_co_pruning_kills_what_the_other_scene_lacks():
