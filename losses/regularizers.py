@@ -12,7 +12,7 @@ from .entropy import RayEntropy
 from .keypoints import KeypointDepth
 from .occlusion import Occlusion
 from .opacity import MaskLoss, OpacityPrior
-from .smoothness import DepthSmoothness
+from .smoothness import ColorSmoothness, DepthSmoothness
 from .sparsity import DensitySparsity
 from .total_variation import TotalVariation
 
@@ -35,6 +35,8 @@ class Regularizers:
     """BCE of the ray opacity against the alpha mask (data with masks only)."""
     depth_smoothness: DepthSmoothness | None = None
     """RegNeRF's depth smoothness on patches from unseen poses."""
+    color_smoothness: ColorSmoothness | None = None
+    """The same smoothness on the colour of those patches (streaks and speckle)."""
     consistency: CrossViewConsistency | None = None
     """Photometric consistency of each ray's surface point across the training views."""
     keypoint_depth: KeypointDepth | None = None

@@ -1,5 +1,6 @@
 """RegNeRF's depth smoothness on patches rendered from unseen poses (Niemeyer et al.,
-CVPR 2022, sec. 3.2 and eq. 4), and where those patches come from."""
+CVPR 2022, sec. 3.2 and eq. 4), the same smoothness on their colour, and where those
+patches come from."""
 
 from __future__ import annotations
 
@@ -88,6 +89,34 @@ class DepthSmoothness:
         opacity = jax.lax.stop_gradient(patch.opacity.reshape(shape))
         g = opacity if self.opacity_weighted else jnp.ones_like(opacity)
         per_patch = depth_smoothness(depth, g)
+        whole = jnp.all(patch.complete.reshape(shape[0], -1), axis=-1)
+        return masked_mean(per_patch, whole.astype(per_patch.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorSmoothness:
+    """RegNeRF's smoothness term on the colour of the unseen-pose patches instead of their
+    depth: ``mean_patches (1/(P-1)^2) sum_{i,j} g_ij [g_i,j+1 |c_ij - c_i,j+1|^2 +
+    g_i+1,j |c_ij - c_i+1,j|^2]`` with ``g`` the rays' opacities (held constant). What
+    the training views pin down shows in the unseen views too; what they leave free
+    (the extent of a Gaussian along a training camera's ray, colour seen from new
+    directions) shows as streaks and speckle there, which this smooths."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"patches"})
+
+    weight: float = 0.1
+    """Loss weight."""
+    patches: UnseenPatches = UnseenPatches()
+    """Where the patches come from."""
+
+    def weight_at(self, step):
+        return self.weight
+
+    def __call__(self, inputs: LossInputs) -> Array:
+        patch, shape = inputs.patches, inputs.patch_shape
+        rgb = patch.rgb.reshape(*shape, 3)
+        g = jax.lax.stop_gradient(patch.opacity.reshape(shape))
+        per_patch = sum(depth_smoothness(rgb[..., c], g) for c in range(3))
         whole = jnp.all(patch.complete.reshape(shape[0], -1), axis=-1)
         return masked_mean(per_patch, whole.astype(per_patch.dtype))
 

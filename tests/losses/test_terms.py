@@ -18,7 +18,13 @@ from sparsefield.losses.entropy import RayEntropy, ray_entropy
 from sparsefield.losses.occlusion import Occlusion
 from sparsefield.losses.opacity import MaskLoss, OpacityPrior
 from sparsefield.losses.regularizers import Regularizers
-from sparsefield.losses.smoothness import DepthSmoothness, UnseenPatches, depth_smoothness, unseen_patches
+from sparsefield.losses.smoothness import (
+    ColorSmoothness,
+    DepthSmoothness,
+    UnseenPatches,
+    depth_smoothness,
+    unseen_patches,
+)
 from sparsefield.renderers.render import RenderConfig, RenderedRays, render_rays
 from sparsefield.renderers.samplers import SampleAnnealing
 from sparsefield.renderers.volume import composite_weights
@@ -222,6 +228,28 @@ def test_depth_smoothness_term_on_rendered_patches():
     np.testing.assert_allclose(loss(term, None, patches=patches, patch_shape=(1, 2, 2)), 0.0, atol=1e-7)
     unweighted = DepthSmoothness(opacity_weighted=False, patches=UnseenPatches(size=2))
     np.testing.assert_allclose(loss(unweighted, None, patches=patches, patch_shape=(1, 2, 2)), 0.5**2, rtol=1e-5)
+
+
+def test_color_smoothness_penalises_colour_steps_between_opaque_pixels():
+    """2 x 2 patches: a red left column and a blue right one costs the horizontal step
+    (|red - blue|^2 = 2) once per patch; a uniform patch costs nothing; where the right
+    column is empty, nothing; an incomplete patch is skipped."""
+    red, blue = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]
+
+    def patch(colors, opacity, complete=None):
+        n = len(colors)
+        return RenderedRays(rgb=jnp.array(colors), depth=jnp.zeros(n), opacity=jnp.array(opacity),
+                            complete=jnp.ones(n, bool) if complete is None else complete, distance=jnp.zeros(n))
+
+    term = ColorSmoothness(patches=UnseenPatches(size=2))
+    split = patch([red, blue, red, blue], [1.0] * 4)
+    np.testing.assert_allclose(loss(term, None, patches=split, patch_shape=(1, 2, 2)), 2.0, rtol=1e-6)
+    uniform = patch([red] * 4, [1.0] * 4)
+    np.testing.assert_allclose(loss(term, None, patches=uniform, patch_shape=(1, 2, 2)), 0.0, atol=1e-7)
+    empty_right = patch([red, blue, red, blue], [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(loss(term, None, patches=empty_right, patch_shape=(1, 2, 2)), 0.0, atol=1e-7)
+    two = patch([red, blue, red, blue] + [red] * 4, [1.0] * 8, complete=jnp.ones(8, bool).at[7].set(False))
+    np.testing.assert_allclose(loss(term, None, patches=two, patch_shape=(2, 2, 2)), 2.0, rtol=1e-6)
 
 
 def test_depth_smoothness_weight_decays_log_linearly():
