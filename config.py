@@ -217,19 +217,18 @@ _FEWSHOT_NERF = dataclasses.replace(
 )
 
 
-
 def _fewshot_splat(views: int | None) -> RunConfig:
-    """The splat form of ``--preset fewshot`` for ``views`` training views: two co-trained
-    scenes up to `FEWSHOT_CO_TRAINING_VIEWS`, opacity decay 0.96 up to
+    """The splat form of ``--preset fewshot`` for ``views`` training views (None: all):
+    two co-trained scenes up to `FEWSHOT_CO_TRAINING_VIEWS`, opacity decay 0.96 up to
     `FEWSHOT_SPLAT_VIEWS` (where the preset picks Gaussians), 0.98 from more."""
-    if views is not None and views <= FEWSHOT_CO_TRAINING_VIEWS:
-        return _FEWSHOT_SPLAT_CO
-    return _FEWSHOT_SPLAT_DECAY if views is not None and views <= FEWSHOT_SPLAT_VIEWS else _FEWSHOT_SPLAT
+    if views is None or views > FEWSHOT_SPLAT_VIEWS:
+        return _FEWSHOT_SPLAT
+    return _FEWSHOT_SPLAT_CO if views <= FEWSHOT_CO_TRAINING_VIEWS else _FEWSHOT_SPLAT_DECAY
 
 
 METHOD_PRESETS: dict[tuple[str, str], typing.Callable[[int | None], RunConfig]] = {
     ("fewshot", "nerf"): lambda views: _FEWSHOT_NERF,
-    ("fewshot", "splat"): lambda views: _fewshot_splat(views),
+    ("fewshot", "splat"): _fewshot_splat,
 }
 """A preset's form for one method, where it differs from the shared one: ``(preset,
 method) -> (views -> config)`` for that many training views (None: all; `preset_config`)."""
