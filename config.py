@@ -199,9 +199,9 @@ FEWSHOT_NERF_STEPS = 1400
 # disagreements between views as view dependence. Over the suite's 8 scenes at seed 0:
 # +0.46 dB (29.38 against 28.93, better or equal on all 8; textureless +1.99), SSIM
 # 0.962 -> 0.964, LPIPS 0.028 -> 0.024. No view dependence at all (one band) gained
-# +0.16 on average but lost up to 0.75 dB on three scenes. At seed 1, +0.47 dB on the three
-# scenes measured with four bands (3 of 3). From 6 views, 1400 steps with two bands are
-# +0.71 dB over 1000 steps with four (seed 0, better on all 8 scenes).
+# +0.16 on average but lost up to 0.75 dB on three scenes. At seed 1, two bands gained
+# +0.38 dB (better on 6 of 8, the other two -0.09). From 6 views, 1400 steps with two
+# bands are +0.71 dB over 1000 steps with four (seed 0, better on all 8 scenes).
 FEWSHOT_NERF_SH_BANDS = 2
 """SH bands of the view-dependent colour of the radiance field's form of ``--preset fewshot``."""
 
