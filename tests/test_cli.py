@@ -117,7 +117,7 @@ def test_train_help_is_short_and_points_to_the_rest(capsys):
 
 def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(capsys):
     """--preset fewshot: Gaussians (700 steps, opacity decay 0.96; from 3 views, two
-    co-trained scenes) from 4 views or fewer, the radiance field from more (1400 steps,
+    co-trained scenes and DropGaussian) from 4 views or fewer, the radiance field from more (1400 steps,
     two SH bands), with keypoint depth (3+ view tracks, first 300 steps); --method
     overrides the pick, in either spelling, and gets its method's form for the views."""
     config, given = parse_train(["--preset", "fewshot"])
@@ -131,9 +131,9 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
         co, decay = config.splat.co_training, config.splat.opacity_decay.factor
         assert decay == 0.96
         if args == ["--views", "4"]:
-            assert co is None
+            assert co is None and config.splat.drop is None
         else:
-            assert co.until == 0.5 and co.coverage > 0
+            assert co.until == 0.5 and co.coverage > 0 and config.splat.drop.rate == 0.1
     assert "--preset fewshot from 3 views: --method splat" in capsys.readouterr().out
     for args in (["--views", "6"], ["--protocol", "blender8"], ["--views", "3", "--method", "nerf"],
                  ["--views", "3", "--method=nerf"]):
@@ -151,6 +151,8 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
     assert config.reg.keypoint_depth is None and given == {"reg.keypoint-depth"}
     config, given = parse_train(["--preset", "fewshot", "--views", "3", "--steps", "900"])
     assert config.steps == 900 and given == {"views", "steps"}
+    config, given = parse_train(["--preset", "fewshot", "--views", "3", "--splat.drop", "none"])
+    assert config.splat.drop is None and config.splat.co_training is not None and given == {"views", "splat.drop"}
     config, given = parse_train(["--preset", "fewshot", "--views", "3", "--splat.co-training.until", "0.8"])
     assert config.splat.co_training.until == 0.8 and given == {"views", "splat.co-training.until"}
     with pytest.raises(UsageError, match="turn it on with --splat.co-training co-training"):
