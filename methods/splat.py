@@ -28,7 +28,8 @@ from ..renderers.densify import DensifyConfig, DensifyStrategy
 from ..renderers.splatting import SplatRenderConfig, quat_to_rotmat, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
-from .splat_step import CoTraining, DropGaussian, NeedleCap, OpacityDecay, fields_of, make_optimizer, make_train_step
+from .splat_step import (CoTraining, DropGaussian, NeedleCap, OpacityDecay, OpacityNoise, fields_of, make_optimizer,
+                         make_train_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,8 @@ class GaussianTraining:
     """DropGaussian: drop a random share of the Gaussians in each training render."""
     opacity_decay: OpacityDecay | None = None
     """Binocular3DGS's opacity decay after every step."""
+    opacity_noise: OpacityNoise | None = None
+    """Multiplicative noise on the opacities of every training render (co-adaptation)."""
     needle_cap: NeedleCap | None = None
     """Cap each Gaussian's longest axis at a multiple of its second longest, every step."""
 

@@ -180,6 +180,23 @@ class DropGaussian:
 
 
 @dataclasses.dataclass(frozen=True)
+class OpacityNoise:
+    """Opacity noise injection (Chen et al., "Quantifying and Alleviating Co-Adaptation in
+    Sparse-View 3D Gaussian Splatting", NeurIPS 2025): every training render multiplies
+    each opacity by ``1 + e``, ``e ~ N(0, sigma^2)`` clipped to ``[-sigma, sigma]``, so no
+    pixel's colour can rest on one exact blend of Gaussians behind it (co-adaptation);
+    test renders see the opacities as they are."""
+
+    sigma: float = 0.8
+    """Standard deviation (and clip) of the multiplicative noise; the authors' code uses 0.8."""
+
+    def apply(self, opacities, key):
+        """The opacities of one training render, in [0, 1]."""
+        noise = jnp.clip(self.sigma * jax.random.normal(key, opacities.shape), -self.sigma, self.sigma)
+        return jnp.clip(opacities * (1.0 + noise), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class OpacityDecay:
     """Opacity decay (Binocular3DGS, Han et al., NeurIPS 2024): after every step each
     opacity is multiplied by ``factor``, ``o <- lambda o``; Gaussians the views need get
@@ -308,11 +325,14 @@ class TrainStep:
         return jax.lax.cond(step % max(co.every, 1) == 0, on, lambda p: jnp.float32(0.0), params)
 
     def render(self, params, alive, cam, bg, step, offset=None, key=None):
-        """Rasterize ``cam``; with ``key``, a training render (DropGaussian when on)."""
+        """Rasterize ``cam``; with ``key``, a training render (DropGaussian and opacity noise
+        when on)."""
         colors = gs.gaussian_colors(params, cam.c2w[:3, 3], gs.active_degree(self.splat.gaussians, step))
         means, scales, quats, opacities = gs.activated(params)
         if key is not None and self.splat.drop is not None:
             alive, opacities = self.splat.drop.apply(alive, opacities, key, step / self.config.steps)
+        if key is not None and self.splat.opacity_noise is not None:
+            opacities = self.splat.opacity_noise.apply(opacities, jax.random.fold_in(key, 1))
         return self.rasterizer(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset)
 
     def losses(self, params, offset, alive, data, key, step):

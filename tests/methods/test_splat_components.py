@@ -1,5 +1,6 @@
 """The Gaussian path's sparse-view components: DropGaussian drops the stated share and
-keeps the expected opacity; opacity decay multiplies every opacity, and stops; the needle
+keeps the expected opacity; opacity noise perturbs each opacity within its bound, in
+training renders only; opacity decay multiplies every opacity, and stops; the needle
 cap shortens needles and leaves discs alone, in the train step; CoR-GS's co-pruning kills
 what the other scene lacks, and its twin leaves when told."""
 
@@ -7,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsefield.methods.splat_step import DropGaussian, NeedleCap, OpacityDecay
+from sparsefield.methods.splat_step import DropGaussian, NeedleCap, OpacityDecay, OpacityNoise
 
 
 def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
@@ -22,6 +23,41 @@ def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
     assert abs(float(kept.mean()) - 0.875) < 0.02
     dead = jnp.zeros(10, bool)
     assert not bool(DropGaussian(rate=0.5).apply(dead, jnp.ones(10), jax.random.PRNGKey(1), 1.0)[0].any())
+
+
+def test_opacity_noise_stays_within_its_bound_and_keeps_the_mean():
+    opacity = jnp.full(20000, 0.5)
+    noisy = np.asarray(OpacityNoise(sigma=0.4).apply(opacity, jax.random.PRNGKey(0)))
+    assert noisy.min() >= 0.5 * 0.6 - 1e-6 and noisy.max() <= 0.5 * 1.4 + 1e-6  # clipped at sigma
+    assert abs(noisy.mean() - 0.5) < 0.01 and noisy.std() > 0.1  # unbiased, and it does perturb
+    assert (noisy == 0.5 * 0.6).mean() > 0.1  # N(0, 0.4) passes +-0.4 a third of the time: clipped there
+    np.testing.assert_array_equal(OpacityNoise(sigma=0.8).apply(jnp.ones(100), jax.random.PRNGKey(1)) <= 1.0, True)
+
+
+def test_opacity_noise_reaches_training_renders_only():
+    """The same scene rendered by the train step twice: with a key (training) the noise
+    changes the image, without one (an unseen or test render) it does not."""
+    import dataclasses
+
+    from sparsefield.cameras import Cameras
+    from sparsefield.config import RunConfig
+    from sparsefield.fields import gaussians as gs
+    from sparsefield.methods.splat_step import TrainStep
+
+    points = np.random.default_rng(0).uniform(-0.3, 0.3, (64, 3))
+    params, alive = gs.make_params(points, np.full((64, 3), 0.5), 64, 0.1)
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    base = RunConfig(method="splat")
+    config = dataclasses.replace(base, splat=dataclasses.replace(base.splat, opacity_noise=OpacityNoise()))
+    step = TrainStep(config, np.array([[-1.0, -1, -1], [1, 1, 1]]), {})
+    c2w = jnp.array([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3]])  # looks down -z at the points
+    cam = Cameras(c2w=c2w, fx=jnp.float32(40.0), fy=jnp.float32(40.0), cx=jnp.float32(16.0), cy=jnp.float32(16.0),
+                  width=32, height=32)
+    bg = jnp.zeros(3)
+    plain = [step.render(params, jnp.asarray(alive), cam, bg, 0)["rgb"] for _ in range(2)]
+    noisy = step.render(params, jnp.asarray(alive), cam, bg, 0, key=jax.random.PRNGKey(3))["rgb"]
+    np.testing.assert_array_equal(plain[0], plain[1])
+    assert float(jnp.abs(noisy - plain[0]).max()) > 1e-3
 
 
 def test_opacity_decay_multiplies_the_opacity_until_it_stops():
