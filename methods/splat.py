@@ -28,8 +28,8 @@ from ..renderers.densify import DensifyConfig, DensifyStrategy
 from ..renderers.splatting import SplatRenderConfig, quat_to_rotmat, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
-from .splat_step import (CoTraining, DropGaussian, NeedleCap, OpacityDecay, OpacityNoise, fields_of, make_optimizer,
-                         make_train_step)
+from .splat_step import (CoTraining, DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise, fields_of,
+                         make_optimizer, make_train_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,8 @@ class GaussianTraining:
     """Multiplicative noise on the opacities of every training render (co-adaptation)."""
     needle_cap: NeedleCap | None = None
     """Cap each Gaussian's longest axis at a multiple of its second longest, every step."""
+    flat_cap: FlatCap | None = None
+    """Cap each Gaussian's shortest axis at a fraction of its second shortest, every step."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -231,6 +231,27 @@ class NeedleCap:
         return jnp.minimum(log_scales, (second + jnp.log(self.ratio))[..., None])
 
 
+@dataclasses.dataclass(frozen=True)
+class FlatCap:
+    """Flat Gaussians: after every step each Gaussian's shortest axis is shortened to at
+    most ``ratio`` times its second shortest, so every Gaussian is a disc (a piece of
+    surface, as in the flattening terms of NeuSG and PGSR). From few views a surface seen
+    at a grazing angle (a floor from low cameras) is made of blobs whose thickness the
+    views do not fix; from a steeper novel view their depth spread smears the texture."""
+
+    ratio: float = 0.1
+    """Largest allowed ratio of a Gaussian's shortest axis to its second shortest."""
+
+    def apply(self, log_scales):
+        """``log_scales [N, A]`` with each row's smallest entry at least ``-log ratio``
+        below its second smallest."""
+        ordered = jnp.sort(log_scales, axis=-1)
+        cap = ordered[..., 1] + jnp.log(self.ratio)
+        smallest = jnp.argmin(log_scales, axis=-1)
+        is_smallest = jnp.arange(log_scales.shape[-1]) == smallest[..., None]
+        return jnp.where(is_smallest, jnp.minimum(log_scales, cap[..., None]), log_scales)
+
+
 FIELD = ("params", "optimizer", "alive", "densify")
 """The components of one Gaussian scene in a splat state (a co-trained twin has its own
 under ``twin``)."""
@@ -287,7 +308,7 @@ class TrainStep:
 
     def update(self, field: dict, grads, grad2d, stats, progress) -> dict:
         """One scene's Adam step with 3DGS's per-parameter learning rates, opacity decay,
-        the needle cap, and its densification statistics."""
+        the needle and flat caps, and its densification statistics."""
         updates, opt_state = make_optimizer().update(grads, field["optimizer"])
         extent = 0.5 * float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
         lrs = learning_rates(self.splat, extent, progress)
@@ -296,6 +317,8 @@ class TrainStep:
             params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
         if self.splat.needle_cap is not None:
             params["log_scales"] = self.splat.needle_cap.apply(params["log_scales"])
+        if self.splat.flat_cap is not None:
+            params["log_scales"] = self.splat.flat_cap.apply(params["log_scales"])
         _, visible, size, _ = stats
         densify = accumulate(field["densify"], grad2d, visible, 0.5 * size)
         return {"params": params, "optimizer": opt_state, "alive": field["alive"], "densify": densify}

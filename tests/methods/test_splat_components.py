@@ -1,14 +1,15 @@
 """The Gaussian path's sparse-view components: DropGaussian drops the stated share and
 keeps the expected opacity; opacity noise perturbs each opacity within its bound, in
 training renders only; opacity decay multiplies every opacity, and stops; the needle
-cap shortens needles and leaves discs alone, in the train step; CoR-GS's co-pruning kills
+cap shortens needles and leaves discs alone, in the train step; the flat cap makes
+blobs into discs and leaves discs alone; CoR-GS's co-pruning kills
 what the other scene lacks, and its twin leaves when told."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsefield.methods.splat_step import DropGaussian, NeedleCap, OpacityDecay, OpacityNoise
+from sparsefield.methods.splat_step import DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise
 
 
 def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
@@ -78,9 +79,10 @@ def test_needle_cap_shortens_needles_and_leaves_discs_and_blobs():
     np.testing.assert_allclose(capped[3], [0.02, 0.16, 0.01], rtol=1e-5)
 
 
-def test_the_train_step_caps_needles_after_its_update():
+def test_the_train_step_caps_needles_and_flattens_after_its_update():
     """A needle seeded among round Gaussians: after one update with the cap on, no
-    Gaussian is longer than the ratio times its second axis; without it the needle stays."""
+    Gaussian is longer than the ratio times its second axis; without it the needle stays.
+    With the flat cap, every Gaussian is a disc after the update."""
     import dataclasses
 
     from sparsefield.config import RunConfig
@@ -103,6 +105,25 @@ def test_the_train_step_caps_needles_after_its_update():
         np.testing.assert_allclose(scales[0, -1], longest, rtol=1e-4)
         if cap is not None:
             assert (scales[:, -1] <= 4.0 * scales[:, -2] * (1 + 1e-5)).all()
+    config = RunConfig(method="splat")
+    config = dataclasses.replace(config, splat=dataclasses.replace(config.splat, flat_cap=FlatCap(ratio=0.1)))
+    out = TrainStep(config, bbox, {}).update(field, grads, jnp.zeros((64, 2)), stats, 0.5)
+    scales = np.sort(np.exp(np.asarray(out["params"]["log_scales"])), -1)
+    assert (scales[:, 0] <= 0.1 * scales[:, 1] * (1 + 1e-5)).all()  # the round ones are discs now
+
+
+def test_flat_cap_thins_blobs_into_discs_and_leaves_discs():
+    scales = np.array([[0.2, 0.3, 0.25],    # a blob: its shortest axis comes down to 0.1 x 0.25
+                       [0.5, 0.01, 0.5],    # a disc, left alone
+                       [0.01, 0.01, 1.0],   # a needle: one short axis thins further (a ribbon)
+                       [0.1, 0.1, 0.1]])    # a sphere: one axis, the first, is capped
+    capped = np.exp(np.asarray(FlatCap(ratio=0.1).apply(jnp.log(jnp.asarray(scales)))))
+    np.testing.assert_allclose(capped[0], [0.025, 0.3, 0.25], rtol=1e-5)
+    np.testing.assert_allclose(capped[1], scales[1], rtol=1e-5)
+    np.testing.assert_allclose(capped[2], [0.001, 0.01, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(capped[3], [0.01, 0.1, 0.1], rtol=1e-5)
+    thin = np.sort(capped, -1)
+    assert (thin[:, 0] <= 0.1 * thin[:, 1] * (1 + 1e-5)).all()
 
 
 def test_co_pruning_kills_what_the_other_scene_lacks():
