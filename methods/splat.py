@@ -85,8 +85,6 @@ class GaussianTraining:
     """Multiplicative noise on the opacities of every training render (co-adaptation)."""
     needle_cap: NeedleCap | None = None
     """Cap each Gaussian's longest axis at a multiple of its second longest, every step."""
-    flat_cap: FlatCap | None = None
-    """Cap each Gaussian's shortest axis at a fraction of its second shortest, every step."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +93,9 @@ class SplatConfig(GaussianTraining):
 
     co_training: CoTraining | None = None
     """CoR-GS: a second scene trained beside the first, co-pruning and co-regularization."""
+    flat_cap: FlatCap | None = None
+    """Cap each Gaussian's shortest axis at a fraction of its second shortest, every step
+    (surfels are flat already)."""
 
 
 PARAMS_PER_GAUSSIAN = 59

@@ -317,7 +317,7 @@ class TrainStep:
             params["logit_opacities"] = self.splat.opacity_decay.apply(params["logit_opacities"], progress)
         if self.splat.needle_cap is not None:
             params["log_scales"] = self.splat.needle_cap.apply(params["log_scales"])
-        if self.splat.flat_cap is not None:
+        if getattr(self.splat, "flat_cap", None) is not None:  # splat only: surfels are flat
             params["log_scales"] = self.splat.flat_cap.apply(params["log_scales"])
         _, visible, size, _ = stats
         densify = accumulate(field["densify"], grad2d, visible, 0.5 * size)
