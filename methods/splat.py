@@ -28,8 +28,8 @@ from ..renderers.densify import DensifyConfig, DensifyStrategy
 from ..renderers.splatting import SplatRenderConfig, quat_to_rotmat, rasterize
 from .base import Method, SurfaceField, TrainViews
 from .splat_seed import outside_hull, seed_points
-from .splat_step import (CoTraining, DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise, fields_of,
-                         make_optimizer, make_train_step)
+from .splat_step import (CoTraining, DepthDistortion, DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise,
+                         fields_of, make_optimizer, make_train_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,8 @@ class SplatConfig(GaussianTraining):
 
     co_training: CoTraining | None = None
     """CoR-GS: a second scene trained beside the first, co-pruning and co-regularization."""
+    distortion: DepthDistortion | None = None
+    """2DGS's depth distortion on the training crops (surfels have their own)."""
     flat_cap: FlatCap | None = None
     """Cap each Gaussian's shortest axis at a fraction of its second shortest, every step
     (surfels are flat already)."""

@@ -232,6 +232,20 @@ class NeedleCap:
 
 
 @dataclasses.dataclass(frozen=True)
+class DepthDistortion:
+    """2DGS's depth distortion (Huang et al., SIGGRAPH 2024, eq. 13) for 3D Gaussians:
+    ``L_d = mean_x sum_{i,j} w_i w_j (z_i - z_j)^2 / D^2`` over the Gaussians blended into
+    each pixel of the training crop (``z_i`` their centres' depths, ``D`` the scene box
+    diagonal). It concentrates each ray's weight at one depth: a floor seen at a grazing
+    angle is made opaque at one height instead of by blobs spread above and under it."""
+
+    weight: float = 100.0
+    """Loss weight."""
+    start: float = 0.1
+    """Fraction of the run after which the term is on (2DGS: 3k of 30k steps)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class FlatCap:
     """Flat Gaussians: after every step each Gaussian's shortest axis is shortened to at
     most ``ratio`` times its second shortest, so every Gaussian is a disc (a piece of
@@ -286,8 +300,14 @@ class TrainStep:
         return self.config.splat
 
     def render_losses(self, out: dict, cam: Cameras, step) -> dict:
-        """Terms the method computes from its own training render (none for 3D Gaussians)."""
-        return {}
+        """Terms the method computes from its own training render: the depth distortion
+        when ``--splat.distortion`` is on."""
+        term = getattr(self.splat, "distortion", None)
+        if term is None:
+            return {}
+        diagonal = float(np.linalg.norm(self.bbox[1] - self.bbox[0]))
+        weight = jnp.where(step >= term.start * self.config.steps, term.weight, 0.0)
+        return {"distortion": weight * jnp.mean(out["distortion"]) / diagonal**2}
 
     def __call__(self, state: dict, data: RayData, key):
         """Render a crop and score it (`total`: one scene, or two with co-training), then
@@ -356,7 +376,9 @@ class TrainStep:
             alive, opacities = self.splat.drop.apply(alive, opacities, key, step / self.config.steps)
         if key is not None and self.splat.opacity_noise is not None:
             opacities = self.splat.opacity_noise.apply(opacities, jax.random.fold_in(key, 1))
-        return self.rasterizer(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset)
+        extra = {"distortion": True} if key is not None and getattr(self.splat, "distortion", None) else {}
+        return self.rasterizer(means, scales, quats, opacities, colors, cam, bg, self.splat.raster, alive, offset,
+                               **extra)
 
     def losses(self, params, offset, alive, data, key, step):
         """``(sum, (losses by name, mse, visible, crop size, overflow))``: the 3DGS colour

@@ -423,6 +423,7 @@ def rasterize(
     config: SplatRenderConfig = SplatRenderConfig(),
     alive: jax.Array | None = None,
     mean2d_offset: Float[Array, "N 2"] | None = None,
+    distortion: bool = False,
 ) -> dict:
     """Render one camera (jit-able; the image size is static in ``camera``).
 
@@ -433,23 +434,31 @@ def rasterize(
         alive: ``[N]`` slots in use (capacity padding is culled).
         mean2d_offset: ``[N, 2]`` zeros whose gradient is the view-space positional
             gradient that 3DGS densification thresholds.
+        distortion: also blend ``z_i^2`` and return the depth distortion.
 
     Returns:
         ``rgb [H, W, 3]``, ``depth [H, W]`` (``sum_i w_i z_i``), ``opacity [H, W]``
-        (``1 - T_final``), ``overflow`` (see `bin_tiles`) and ``visible [N]``.
+        (``1 - T_final``), ``overflow`` (see `bin_tiles`) and ``visible [N]``; with
+        ``distortion``, ``distortion [H, W]``: ``sum_{i,j} w_i w_j (z_i - z_j)^2 =
+        2 (A S_2 - S_1^2)`` (2DGS eq. 13 over the Gaussians' centre depths; ``A``
+        the opacity, ``S_k = sum_i w_i z_i^k``).
     """
     proj = project(means, scales, quats, opacities, camera, config, alive)
     ids, valid, overflow = bin_tiles(jax.tree_util.tree_map(jax.lax.stop_gradient, proj),
                                      camera.width, camera.height, config)
     mean2d = proj.mean2d if mean2d_offset is None else proj.mean2d + mean2d_offset
-    feat = jnp.concatenate([colors, proj.depth[:, None]], -1)
-    bg = jnp.concatenate([background, jnp.zeros(1, background.dtype)])
+    moments = [proj.depth[:, None], proj.depth[:, None] ** 2] if distortion else [proj.depth[:, None]]
+    feat = jnp.concatenate([colors, *moments], -1)
+    bg = jnp.concatenate([background, jnp.zeros(len(moments), background.dtype)])
     pix = tile_pixels(camera.width, camera.height, config.tile_size)
     out, t_final = composite_tiles(config.chunk, config.tile_group, pix, mean2d[ids], proj.conic[ids], proj.opacity[ids],
                                    feat[ids], valid, bg)
     image = untile(jnp.concatenate([out, 1.0 - t_final[..., None]], -1), camera, config.tile_size)
-    return {"rgb": image[..., :3], "depth": image[..., 3], "opacity": image[..., 4],
-            "overflow": overflow, "visible": proj.visible}
+    result = {"rgb": image[..., :3], "depth": image[..., 3], "opacity": image[..., -1],
+              "overflow": overflow, "visible": proj.visible}
+    if distortion:
+        result["distortion"] = 2.0 * (image[..., -1] * image[..., 4] - image[..., 3] ** 2)
+    return result
 
 
 def untile(x: Float[Array, "T P F"], camera: Cameras, size: int) -> Float[Array, "H W F"]:

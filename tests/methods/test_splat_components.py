@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsefield.methods.splat_step import DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise
+from sparsefield.methods.splat_step import DepthDistortion, DropGaussian, FlatCap, NeedleCap, OpacityDecay, OpacityNoise
 
 
 def test_drop_gaussian_drops_its_rate_and_compensates_the_opacity():
@@ -35,9 +35,10 @@ def test_opacity_noise_stays_within_its_bound_and_keeps_the_mean():
     np.testing.assert_array_equal(OpacityNoise(sigma=0.8).apply(jnp.ones(100), jax.random.PRNGKey(1)) <= 1.0, True)
 
 
-def test_opacity_noise_reaches_training_renders_only():
+def test_opacity_noise_and_distortion_reach_training_renders_only():
     """The same scene rendered by the train step twice: with a key (training) the noise
-    changes the image, without one (an unseen or test render) it does not."""
+    changes the image, without one (an unseen or test render) it does not. The depth
+    distortion is a loss of the training render when on, from its start."""
     import dataclasses
 
     from sparsefield.cameras import Cameras
@@ -59,6 +60,15 @@ def test_opacity_noise_reaches_training_renders_only():
     noisy = step.render(params, jnp.asarray(alive), cam, bg, 0, key=jax.random.PRNGKey(3))["rgb"]
     np.testing.assert_array_equal(plain[0], plain[1])
     assert float(jnp.abs(noisy - plain[0]).max()) > 1e-3
+
+    # the depth distortion: a term of the training render only when its flag is on
+    assert step.render_losses(step.render(params, jnp.asarray(alive), cam, bg, 0, key=jax.random.PRNGKey(3)),
+                              cam, 10) == {}
+    on = dataclasses.replace(config, splat=dataclasses.replace(config.splat, distortion=DepthDistortion(start=0.5)))
+    step = TrainStep(on, np.array([[-1.0, -1, -1], [1, 1, 1]]), {})
+    out = step.render(params, jnp.asarray(alive), cam, bg, 0, key=jax.random.PRNGKey(3))
+    late, early = (float(step.render_losses(out, cam, s)["distortion"]) for s in (on.steps, 0))
+    assert late > 0.0 and early == 0.0  # the points spread in depth; off before its start
 
 
 def test_opacity_decay_multiplies_the_opacity_until_it_stops():

@@ -112,3 +112,26 @@ def test_projection_of_a_sphere_on_the_axis():
     np.testing.assert_allclose(p.conic[0], [1 / var, 0.0, 1 / var], rtol=1e-4)
     np.testing.assert_allclose(p.depth[0], 5.0, rtol=1e-6)
     np.testing.assert_allclose(p.extent[0], np.sqrt(2 * np.log(255.0) * var), rtol=1e-4)
+
+
+def test_depth_distortion_is_the_double_sum_of_blended_depth_gaps():
+    """One opaque layer has no distortion; two layers at depths z1 < z2 give
+    ``2 w1 w2 (z1 - z2)^2`` at the pixel they share, and the other outputs do not change."""
+    def layers(depths, opacity):
+        n = len(depths)
+        means = jnp.array([[0.0, 0.0, 3.0 - z] for z in depths])  # camera at z = 3 looking down -z
+        return means, jnp.full((n, 3), 0.5), jnp.tile(jnp.array([1.0, 0, 0, 0]), (n, 1)), jnp.full(n, opacity), \
+            jnp.ones((n, 3))
+
+    c2w = jnp.array([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3]])
+    cam = jax.tree_util.tree_map(jnp.asarray, make_cameras(c2w[None], 0.6, 16, 16))[0]
+    one = rasterize(*layers([2.5], 0.99), cam, BACKGROUND, CONFIG, distortion=True)
+    assert float(one["distortion"][8, 8]) < 1e-4
+    two = rasterize(*layers([2.0, 3.0], 0.6), cam, BACKGROUND, CONFIG, distortion=True)
+    plain = rasterize(*layers([2.0, 3.0], 0.6), cam, BACKGROUND, CONFIG)
+    for key in ("rgb", "depth", "opacity"):
+        np.testing.assert_allclose(two[key], plain[key], atol=1e-6)
+    # at the centre pixel each layer's alpha is about 0.6: w1 = 0.6, w2 = 0.4 x 0.6
+    alpha = 1.0 - float(1.0 - two["opacity"][8, 8]) ** 0.5
+    w1, w2 = alpha, (1 - alpha) * alpha
+    np.testing.assert_allclose(float(two["distortion"][8, 8]), 2 * w1 * w2 * 1.0**2, rtol=2e-2)
