@@ -188,7 +188,9 @@ class OpacityNoise:
     test renders see the opacities as they are."""
 
     sigma: float = 0.8
-    """Standard deviation (and clip) of the multiplicative noise; the authors' code uses 0.8."""
+    """Standard deviation (and clip) of the multiplicative noise; the authors' code uses 0.8.
+    On top of the few-shot preset at 3 views, 0.8 and 0.4 moved PSNR by less than the runs'
+    spread (`docs/fewshot.md`)."""
 
     def apply(self, opacities, key):
         """The opacities of one training render, in [0, 1]."""
@@ -237,7 +239,8 @@ class DepthDistortion:
     ``L_d = mean_x sum_{i,j} w_i w_j (z_i - z_j)^2 / D^2`` over the Gaussians blended into
     each pixel of the training crop (``z_i`` their centres' depths, ``D`` the scene box
     diagonal). It concentrates each ray's weight at one depth: a floor seen at a grazing
-    angle is made opaque at one height instead of by blobs spread above and under it."""
+    angle is made opaque at one height instead of by blobs spread above and under it. At
+    3 views on the suite it did not help (`docs/fewshot.md`)."""
 
     weight: float = 1.0
     """Loss weight. On the suite at 3 views (`docs/fewshot.md`), 100 and 10 cost the
@@ -252,7 +255,8 @@ class FlatCap:
     most ``ratio`` times its second shortest, so every Gaussian is a disc (a piece of
     surface, as in the flattening terms of NeuSG and PGSR). From few views a surface seen
     at a grazing angle (a floor from low cameras) is made of blobs whose thickness the
-    views do not fix; from a steeper novel view their depth spread smears the texture."""
+    views do not fix; from a steeper novel view their depth spread smears the texture. At
+    3 views it cost the few-shot preset 0.6 dB on each scene tried (`docs/fewshot.md`)."""
 
     ratio: float = 0.1
     """Largest allowed ratio of a Gaussian's shortest axis to its second shortest."""
@@ -303,7 +307,7 @@ class TrainStep:
     def render_losses(self, out: dict, cam: Cameras, step) -> dict:
         """Terms the method computes from its own training render: the depth distortion
         when ``--splat.distortion`` is on."""
-        term = getattr(self.splat, "distortion", None)
+        term = self.splat.distortion  # surfels override this method with their own terms
         if term is None:
             return {}
         diagonal = float(np.linalg.norm(self.bbox[1] - self.bbox[0]))

@@ -454,10 +454,10 @@ def rasterize(
     out, t_final = composite_tiles(config.chunk, config.tile_group, pix, mean2d[ids], proj.conic[ids], proj.opacity[ids],
                                    feat[ids], valid, bg)
     image = untile(jnp.concatenate([out, 1.0 - t_final[..., None]], -1), camera, config.tile_size)
-    result = {"rgb": image[..., :3], "depth": image[..., 3], "opacity": image[..., -1],
-              "overflow": overflow, "visible": proj.visible}
+    depth, opacity = image[..., 3], image[..., -1]
+    result = {"rgb": image[..., :3], "depth": depth, "opacity": opacity, "overflow": overflow, "visible": proj.visible}
     if distortion:
-        result["distortion"] = 2.0 * (image[..., -1] * image[..., 4] - image[..., 3] ** 2)
+        result["distortion"] = 2.0 * (opacity * image[..., 4] - depth**2)  # image[..., 4]: sum_i w_i z_i^2
     return result
 
 

@@ -69,6 +69,7 @@ def test_opacity_noise_and_distortion_reach_training_renders_only():
     out = step.render(params, jnp.asarray(alive), cam, bg, 0, key=jax.random.PRNGKey(3))
     late, early = (float(step.render_losses(out, cam, s)["distortion"]) for s in (on.steps, 0))
     assert late > 0.0 and early == 0.0  # the points spread in depth; off before its start
+    np.testing.assert_allclose(late, float(jnp.mean(out["distortion"])) / 12.0, rtol=1e-5)  # weight 1, / diagonal^2
 
 
 def test_opacity_decay_multiplies_the_opacity_until_it_stops():
