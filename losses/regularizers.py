@@ -15,6 +15,7 @@ from .opacity import MaskLoss, OpacityPrior
 from .smoothness import ColorSmoothness, DepthSmoothness
 from .sparsity import DensitySparsity
 from .total_variation import TotalVariation
+from .weight_decay import GridWeightDecay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Regularizers:
     """Binocular self-consistency with a render from a camera shifted sideways (Binocular3DGS)."""
     sparsity: DensitySparsity | None = None
     """Empty space by default: alpha of random points of the box pushed towards 0."""
+    weight_decay: GridWeightDecay | None = None
+    """Zip-NeRF's weight decay on the grid tables (seldom-read entries towards 0)."""
 
     def terms(self) -> dict:
         """``name -> term`` for the terms that are on."""
