@@ -32,6 +32,7 @@ from .losses.keypoints import KeypointDepth
 from .losses.occlusion import Occlusion
 from .losses.opacity import MaskLoss
 from .losses.regularizers import Regularizers
+from .losses.weight_decay import GridWeightDecay
 from .methods.optim import OptimConfig
 from .methods.pose_refinement import PoseRefinement
 from .methods.splat import SplatConfig
@@ -210,6 +211,13 @@ FEWSHOT_NERF_STEPS = 1400
 FEWSHOT_NERF_SH_BANDS = 2
 """SH bands of the view-dependent colour of the radiance field's form of ``--preset fewshot``."""
 
+# Its grid tables decay towards 0 (Zip-NeRF's weight decay, 0.1, `GridWeightDecay`):
+# entries the training rays seldom read (hash collisions at the fine levels, space few
+# views see) keep no stray features. Over the suite's 8 scenes from 8 views, +0.14 dB
+# at seed 0 and +0.12 at seed 1 (better in 12 of 16 runs; fine texture +0.23 and
+# +0.19), SSIM 0.9639 -> 0.9665, LPIPS 0.0240 -> 0.0242; from 6 views (seed 0) +0.23
+# (better on 6 of 8), SSIM 0.943 -> 0.947, LPIPS 0.037 -> 0.035.
+
 _FEWSHOT_SPLAT = dataclasses.replace(PRESETS["fewshot"], method="splat", steps=700)
 _FEWSHOT_SPLAT_DECAY = dataclasses.replace(
     _FEWSHOT_SPLAT, splat=dataclasses.replace(_FEWSHOT_SPLAT.splat, opacity_decay=OpacityDecay(factor=0.96)))
@@ -220,7 +228,8 @@ _FEWSHOT_NERF = dataclasses.replace(
     PRESETS["fewshot"], steps=FEWSHOT_NERF_STEPS,
     field=dataclasses.replace(PRESETS["fewshot"].field,
                               direction_encoding=SphericalHarmonics(degree=FEWSHOT_NERF_SH_BANDS)),
-    reg=dataclasses.replace(PRESETS["fewshot"].reg, keypoint_depth=KeypointDepth(until=300)),
+    reg=dataclasses.replace(PRESETS["fewshot"].reg, keypoint_depth=KeypointDepth(until=300),
+                            weight_decay=GridWeightDecay()),
     points=dataclasses.replace(PRESETS["fewshot"].points, min_track=3),
 )
 

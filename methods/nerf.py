@@ -26,6 +26,7 @@ from ..datasets.batches import make_ray_data
 from ..errors import UsageError
 from ..fields import pruning
 from ..fields.field import RadianceField
+from ..fields.grid import GridTables
 from ..losses.base import active_terms, usable_terms
 from ..renderers.mesh import DEFAULT_THRESHOLD
 from ..renderers.render import render_image, render_rays
@@ -90,7 +91,8 @@ class RadianceFieldMethod(Method):
         self.sampler = config.occupancy if config.occupancy is not None else EverySample()
         # Warping through depth needs world distances: not NDC's (`renderers.spaces`)
         supplies = self.supplies - ({"views"} if isinstance(config.render.space, NDC) else set())
-        self.terms, _ = usable_terms(config.reg.terms(), supplies)
+        supplies -= set() if isinstance(config.field.encoding, GridTables) else {"tables"}  # frequency: no tables
+        self.terms, self.skipped = usable_terms(config.reg.terms(), supplies)
         self.mesh = parallel.data_mesh()
         self._fields: dict = {}
 
@@ -120,6 +122,9 @@ class RadianceFieldMethod(Method):
 
     def init(self, views: TrainViews) -> dict:
         state = self.fresh(num_views=len(views.ids))
+        if self.skipped:
+            print(f"nerf: {', '.join('reg.' + n for n in self.skipped)} need grid tables or world-space rays, "
+                  f"which this field does not have; not used")
         if self.config.render.space is None:  # carving projects world points, not a parameter space's
             occ, note = self.sampler.carve(state["occupancy"], views.cameras, views.masks, views.scene.bbox)
             state["occupancy"] = occ

@@ -56,3 +56,17 @@ def test_weight_decay_names_an_encoding_without_tables():
 def test_weight_decay_is_a_reg_flag_that_needs_tables():
     terms = Regularizers(weight_decay=GridWeightDecay()).terms()
     assert list(terms) == ["weight_decay"] and terms["weight_decay"].needs == frozenset({"tables"})
+
+
+def test_the_few_shot_radiance_field_decays_its_grid_and_a_frequency_field_leaves_it_out():
+    import dataclasses
+
+    from sparsefield.config import preset_config
+    from sparsefield.runs import build_method
+
+    bbox = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    config = preset_config("fewshot", views=8)
+    assert config.method == "nerf" and isinstance(build_method(config, bbox).terms["weight_decay"], GridWeightDecay)
+    frequency = dataclasses.replace(config, field=dataclasses.replace(config.field, encoding=Frequency()))
+    method = build_method(frequency, bbox)
+    assert "weight_decay" not in method.terms and method.skipped == ["weight_decay"]
