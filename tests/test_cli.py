@@ -118,12 +118,13 @@ def test_train_help_is_short_and_points_to_the_rest(capsys):
 def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(capsys):
     """--preset fewshot: Gaussians (700 steps, opacity decay 0.96; from 3 views, two
     co-trained scenes and DropGaussian) from 4 views or fewer, the radiance field from
-    more (1400 steps, two SH bands), with keypoint depth (3+ view tracks, first 300
-    steps); --method overrides the pick, in either spelling, and gets its method's form
+    more (1300 steps, two SH bands, weight decay on the grid), with keypoint depth (3+
+    view tracks, first 300 steps); --method overrides the pick, in either spelling, and gets its method's form
     for the views; a component of the form can be turned off by its flag."""
     config, given = parse_train(["--preset", "fewshot"])
-    assert config.method == "nerf" and config.steps == 1400 and not given
+    assert config.method == "nerf" and config.steps == 1300 and not given
     assert config.field.direction_encoding.degree == 2 and config.field.coarse_to_fine is not None
+    assert config.reg.weight_decay.weight == 0.1
     assert config.reg.keypoint_depth.until == 300 and config.points.min_track == 3
     for args in (["--views", "3"], ["--views", "4"], ["--view-ids", "0,5,9"], ["--protocol", "llff3"]):
         config = parse_train_args(["--preset", "fewshot", *args])
