@@ -119,8 +119,9 @@ def test_the_fewshot_preset_picks_its_method_by_the_views_and_takes_its_form(cap
     """--preset fewshot: Gaussians (700 steps, opacity decay 0.96; from 3 views, two
     co-trained scenes and DropGaussian) from 4 views or fewer, the radiance field from
     more (1300 steps, two SH bands, weight decay on the grid), with keypoint depth (3+
-    view tracks, first 300 steps); --method overrides the pick, in either spelling, and gets its method's form
-    for the views; a component of the form can be turned off by its flag."""
+    view tracks, first 300 steps); --method overrides the pick, in either spelling, and
+    gets its method's form for the views; a component of the form can be turned off by
+    its flag."""
     config, given = parse_train(["--preset", "fewshot"])
     assert config.method == "nerf" and config.steps == 1300 and not given
     assert config.field.direction_encoding.degree == 2 and config.field.coarse_to_fine is not None

@@ -3,17 +3,21 @@ level's mean squared feature, so a small level weighs as much as a large one; un
 it leaves the entries the colour loss reads and shrinks the ones nothing else reads; it
 names the encoding it cannot decay."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from sparsefield.config import preset_config
 from sparsefield.fields.frequency import Frequency
 from sparsefield.fields.grid import HashGrid
 from sparsefield.losses.base import LossInputs
 from sparsefield.losses.regularizers import Regularizers
 from sparsefield.losses.weight_decay import GridWeightDecay
+from sparsefield.runs import build_method
 
 
 def inputs(table, encoding=None):
@@ -59,11 +63,6 @@ def test_weight_decay_is_a_reg_flag_that_needs_tables():
 
 
 def test_the_few_shot_radiance_field_decays_its_grid_and_a_frequency_field_leaves_it_out():
-    import dataclasses
-
-    from sparsefield.config import preset_config
-    from sparsefield.runs import build_method
-
     bbox = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     config = preset_config("fewshot", views=8)
     assert config.method == "nerf" and isinstance(build_method(config, bbox).terms["weight_decay"], GridWeightDecay)
