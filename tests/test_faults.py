@@ -258,13 +258,36 @@ def test_a_second_ctrl_c_stops_at_once(scene, tmp_path, monkeypatch, capsys):
     assert checkpoints.step_of(checkpoints.read_latest(tmp_path / "run")[0]) == 10  # the last periodic one
 
 
+HOLD_IMPORT = """\
+import sys, time
+from pathlib import Path
+
+
+class HoldImport:
+    \"\"\"Stop the CLI inside its imports: at ``tyro`` (the CLI's first), mark the moment and wait.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tyro":
+            Path({flag!r}).touch()
+            time.sleep(60)
+
+
+sys.meta_path.insert(0, HoldImport())
+"""
+
+
 def test_ctrl_c_while_loading_exits_130_in_one_line(tmp_path):
-    env = dict(os.environ, SPARSEFIELD_MALLOC="system")
+    """The CLI is held inside its imports (a ``sitecustomize`` on the path), so the signal
+    lands while it loads however busy the machine is."""
+    hold, flag = tmp_path / "hold", tmp_path / "loading"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(HOLD_IMPORT.format(flag=str(flag)))
+    path = os.pathsep.join(filter(None, [str(hold), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, SPARSEFIELD_MALLOC="system", PYTHONPATH=path)
     args = ["train", "--out", str(tmp_path / "r"), "--steps", "abc"]  # fails at once if loading ended first
     proc = subprocess.Popen([sys.executable, "-m", "sparsefield.launch", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    loading = lambda: "numpy" in Path(f"/proc/{proc.pid}/maps").read_text()  # noqa: E731 (the CLI's imports began)
-    strike({"loading": (proc, loading, signal.SIGINT)})
+    strike({"loading": (proc, flag.exists, signal.SIGINT)})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "error: interrupted", err
     assert not (tmp_path / "r").exists()
