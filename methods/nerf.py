@@ -89,9 +89,12 @@ class RadianceFieldMethod(Method):
         if config.pose_refine is not None and jax.process_count() > 1:
             raise UsageError("--pose-refine runs in one process (each process holds a share of the views)")
         self.sampler = config.occupancy if config.occupancy is not None else EverySample()
-        # Warping through depth needs world distances: not NDC's (`renderers.spaces`)
-        supplies = self.supplies - ({"views"} if isinstance(config.render.space, NDC) else set())
-        supplies -= set() if isinstance(config.field.encoding, GridTables) else {"tables"}  # frequency: no tables
+        missing = set()
+        if isinstance(config.render.space, NDC):
+            missing.add("views")  # warping through depth needs world distances (`renderers.spaces`)
+        if not isinstance(config.field.encoding, GridTables):
+            missing.add("tables")  # the frequency encoding has no tables to decay
+        supplies = self.supplies - missing
         self.terms, self.skipped = usable_terms(config.reg.terms(), supplies)
         self.mesh = parallel.data_mesh()
         self._fields: dict = {}
